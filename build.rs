@@ -1,0 +1,21 @@
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // A vendored protoc keeps a fresh clone buildable without a system protobuf compiler.
+    if std::env::var_os("PROTOC").is_none() {
+        std::env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
+    }
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(
+            std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("inferd_descriptor.bin"),
+        )
+        .compile_protos(&["proto/inferd/v1/recon.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto");
+
+    // The shipped default reconstruction model is embedded in the binary when present, so that
+    // `inferd serve` works from any directory and inside a container without extra files.
+    println!("cargo::rustc-check-cfg=cfg(inferd_embedded_recon)");
+    println!("cargo:rerun-if-changed=models/recon-lite.safetensors");
+    if std::path::Path::new("models/recon-lite.safetensors").exists() {
+        println!("cargo:rustc-cfg=inferd_embedded_recon");
+    }
+    Ok(())
+}

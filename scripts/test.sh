@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs inferd's whole test suite. Installs the independent references the tests compare against when
+# they are missing: BART (Debian package), PyTorch + safetensors + numpy (PyPI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v bart >/dev/null 2>&1 || need_apt+=(bart)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "installing ${need_apt[*]} (Debian packages)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PY=${INFERD_PYTHON:-python3}
+if ! "$PY" -c "import torch, safetensors, numpy" >/dev/null 2>&1; then
+  echo "installing torch, safetensors, numpy (PyPI)"
+  "$PY" -m pip install -q --disable-pip-version-check torch safetensors numpy
+fi
+
+# A persistent target directory outside the checkout makes repeated runs on one machine fast.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/inferd-target}
+cargo test --all-targets "$@"

@@ -1,0 +1,13 @@
+//! The wire format: generated protobuf types, tensor (de)serialisation and request validation.
+//! Everything here turns client bytes into checked domain values, or into a status saying what was
+//! expected.
+
+pub mod tensor;
+pub mod validate;
+
+/// Generated from `proto/inferd/v1/recon.proto`.
+pub mod pb {
+    tonic::include_proto!("inferd.v1");
+    /// Serialized descriptors (for gRPC reflection).
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("inferd_descriptor");
+}

@@ -1,0 +1,223 @@
+//! Request validation: every check a request must pass before it may be queued, each failing with a
+//! message that names what was expected.
+
+use super::pb::{self, data_consistency::Mode, mask_spec, sampling::Kind};
+use super::tensor;
+use crate::error::{Error, Result};
+use crate::invalid;
+use crate::models::ModelInfo;
+use crate::mri::{dc::DcMode, masks, recon::CartesianSlice};
+
+/// Size limits of a reconstruction request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub min_size: usize,
+    pub max_size: usize,
+    pub max_coils: usize,
+    pub max_slices: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            min_size: 8,
+            max_size: 1024,
+            max_coils: 128,
+            max_slices: 10_000,
+        }
+    }
+}
+
+/// A validated reconstruction header.
+#[derive(Debug, Clone)]
+pub struct ReconPlan {
+    pub model: String,
+    pub ny: usize,
+    pub nx: usize,
+    pub coils: usize,
+    pub slices: usize,
+    /// The header's mask (explicit or generated); slices may override it.
+    pub mask: Option<Vec<f32>>,
+    pub dc: DcMode,
+    pub return_complex: bool,
+    pub return_zero_filled: bool,
+    pub request_id: String,
+}
+
+/// Resolves the model name against the loaded models (empty = the default).
+pub fn resolve_model(name: &str, models: &[ModelInfo], default: &str) -> Result<String> {
+    let name = if name.is_empty() { default } else { name };
+    if models.iter().any(|m| m.name == name && m.family == "recon") {
+        return Ok(name.to_string());
+    }
+    let known: Vec<&str> = models
+        .iter()
+        .filter(|m| m.family == "recon")
+        .map(|m| m.name.as_str())
+        .collect();
+    Err(Error::NotFound(format!(
+        "unknown reconstruction model {name:?}; loaded models: {known:?}"
+    )))
+}
+
+pub fn plan(
+    h: &pb::ReconHeader,
+    models: &[ModelInfo],
+    default_model: &str,
+    limits: &Limits,
+) -> Result<ReconPlan> {
+    let model = resolve_model(&h.model, models, default_model)?;
+    let (ny, nx, coils, slices) = (
+        h.height as usize,
+        h.width as usize,
+        h.coils as usize,
+        h.slices as usize,
+    );
+    for (what, v) in [("height", ny), ("width", nx)] {
+        if v < limits.min_size || v > limits.max_size {
+            return Err(invalid!(
+                "header {what} is {v}, expected {} to {}",
+                limits.min_size,
+                limits.max_size
+            ));
+        }
+    }
+    if coils == 0 || coils > limits.max_coils {
+        return Err(invalid!(
+            "header coils is {coils}, expected 1 to {}",
+            limits.max_coils
+        ));
+    }
+    if slices == 0 || slices > limits.max_slices {
+        return Err(invalid!(
+            "header slices is {slices}, expected 1 to {}",
+            limits.max_slices
+        ));
+    }
+    let mask = match h.sampling.as_ref().and_then(|s| s.kind.as_ref()) {
+        None => None,
+        Some(Kind::Mask(t)) => Some(mask(t, "header sampling mask", ny, nx)?),
+        Some(Kind::Generated(spec)) => Some(generated_mask(spec, ny, nx)?),
+    };
+    let dc = match h.data_consistency.as_ref() {
+        None => DcMode::Hard,
+        Some(d) => match Mode::try_from(d.mode) {
+            Ok(Mode::Unspecified) | Ok(Mode::Hard) => DcMode::Hard,
+            Ok(Mode::Off) => DcMode::Off,
+            Ok(Mode::Soft) => {
+                if !(d.lambda.is_finite() && d.lambda > 0.0) {
+                    return Err(invalid!(
+                        "soft data consistency needs lambda > 0, got {}",
+                        d.lambda
+                    ));
+                }
+                DcMode::Soft { lambda: d.lambda }
+            }
+            Err(_) => {
+                return Err(invalid!(
+                    "unknown data consistency mode {}; expected HARD, SOFT or OFF",
+                    d.mode
+                ))
+            }
+        },
+    };
+    if h.request_id.len() > 128 {
+        return Err(invalid!(
+            "request_id is {} bytes, expected at most 128",
+            h.request_id.len()
+        ));
+    }
+    Ok(ReconPlan {
+        model,
+        ny,
+        nx,
+        coils,
+        slices,
+        mask,
+        dc,
+        return_complex: h.return_complex,
+        return_zero_filled: h.return_zero_filled,
+        request_id: h.request_id.clone(),
+    })
+}
+
+fn mask(t: &pb::Tensor, what: &str, ny: usize, nx: usize) -> Result<Vec<f32>> {
+    let m = tensor::decode_f32(t, what, &[ny, nx], "[ky, kx] of 0/1 values")?;
+    if let Some(i) = m.iter().position(|&v| v != 0.0 && v != 1.0) {
+        return Err(invalid!(
+            "{what} has value {} at flat index {i}, expected only 0 (not sampled) or 1 (sampled)",
+            m[i]
+        ));
+    }
+    if !m.iter().any(|&v| v == 1.0) {
+        return Err(invalid!(
+            "{what} samples no k-space point; expected at least one 1"
+        ));
+    }
+    Ok(m)
+}
+
+fn generated_mask(spec: &pb::MaskSpec, ny: usize, nx: usize) -> Result<Vec<f32>> {
+    let pattern = match mask_spec::Pattern::try_from(spec.pattern) {
+        Ok(mask_spec::Pattern::VariableDensity1d) => masks::Pattern::VariableDensity1d,
+        Ok(mask_spec::Pattern::Equispaced1d) => masks::Pattern::Equispaced1d,
+        Ok(mask_spec::Pattern::VariableDensity2d) => masks::Pattern::VariableDensity2d,
+        _ => return Err(invalid!("mask pattern {} is not set or unknown; expected VARIABLE_DENSITY_1D, EQUISPACED_1D or VARIABLE_DENSITY_2D", spec.pattern)),
+    };
+    let center_fraction = if spec.center_fraction == 0.0 {
+        None
+    } else {
+        Some(spec.center_fraction)
+    };
+    if let Some(cf) = center_fraction {
+        if !(cf.is_finite() && cf > 0.0 && cf <= 1.0) {
+            return Err(invalid!("mask center_fraction is {cf}, expected 0 < center_fraction <= 1 (or 0 for the default)"));
+        }
+    }
+    masks::MaskSpec {
+        pattern,
+        acceleration: spec.acceleration,
+        center_fraction,
+        seed: spec.seed,
+    }
+    .generate(ny, nx)
+}
+
+/// Validates one slice against its plan. `expected_min_index` is one past the previous slice's index.
+pub fn slice(
+    plan: &ReconPlan,
+    s: &pb::KSpaceSlice,
+    expected_min_index: usize,
+) -> Result<CartesianSlice> {
+    let index = s.index as usize;
+    if index < expected_min_index || index >= plan.slices {
+        return Err(invalid!(
+            "slice index {index} out of order or range; expected {expected_min_index} <= index < {} (header slices)",
+            plan.slices
+        ));
+    }
+    let shape = [plan.coils, plan.ny, plan.nx];
+    let kt = s.kspace.as_ref().ok_or_else(|| {
+        invalid!("slice {index} has no kspace tensor; expected [coils, ky, kx] COMPLEX64 {shape:?}")
+    })?;
+    let kspace = tensor::decode_c64(
+        kt,
+        &format!("slice {index} kspace"),
+        &shape,
+        "[coils, ky, kx]",
+    )?;
+    let mask = match (&s.mask, &plan.mask) {
+        (Some(t), _) => mask(t, &format!("slice {index} mask"), plan.ny, plan.nx)?,
+        (None, Some(m)) => m.clone(),
+        (None, None) => {
+            return Err(invalid!("slice {index} has no mask and the header has no sampling; send a [ky, kx] mask in either"))
+        }
+    };
+    Ok(CartesianSlice {
+        kspace,
+        mask,
+        coils: plan.coils,
+        ny: plan.ny,
+        nx: plan.nx,
+    })
+}

@@ -1,0 +1,3 @@
+//! Command-line clients of the service.
+
+pub mod recon;

@@ -1,0 +1,47 @@
+//! Data consistency in k-space: keep the measured samples, take the network's prediction elsewhere.
+
+use num_complex::Complex32;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DcMode {
+    /// Sampled points are replaced by the measured ones: `k = y·m + F(x)·(1 − m)`.
+    Hard,
+    /// Sampled points become `(F(x) + λ y) / (1 + λ)`; `λ → ∞` is hard DC.
+    Soft { lambda: f32 },
+    /// No data consistency: the network output as is.
+    Off,
+}
+
+/// Applies data consistency to the predicted k-space of every coil (`predicted` and `measured` are
+/// `[coils, plane]`, `mask` is `[plane]`).
+pub fn apply(predicted: &mut [Complex32], measured: &[Complex32], mask: &[f32], mode: DcMode) {
+    let plane = mask.len();
+    match mode {
+        DcMode::Off => {}
+        DcMode::Hard => {
+            for (p, y) in predicted
+                .chunks_exact_mut(plane)
+                .zip(measured.chunks_exact(plane))
+            {
+                for ((p, y), &m) in p.iter_mut().zip(y).zip(mask) {
+                    if m > 0.0 {
+                        *p = *y;
+                    }
+                }
+            }
+        }
+        DcMode::Soft { lambda } => {
+            let w = 1.0 / (1.0 + lambda);
+            for (p, y) in predicted
+                .chunks_exact_mut(plane)
+                .zip(measured.chunks_exact(plane))
+            {
+                for ((p, y), &m) in p.iter_mut().zip(y).zip(mask) {
+                    if m > 0.0 {
+                        *p = (*p + y * lambda) * w;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! The `inferd.v1.Reconstruction` gRPC service: validation, submission to the scheduler, and the
+//! ordered streaming of results.
+
+use crate::api::pb::{self, recon_request, recon_response, reconstruction_server::Reconstruction};
+use crate::api::{tensor, validate};
+use crate::error::{normalise_transport_status, Error};
+use crate::invalid;
+use crate::models::ModelInfo;
+use crate::mri::masks::sampled_fraction;
+use crate::sched::{ReconJob, ReconResult, Scheduler};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+pub struct ReconService {
+    pub scheduler: Scheduler,
+    pub models: Arc<Vec<ModelInfo>>,
+    pub default_model: String,
+    pub limits: validate::Limits,
+    pub stream_inflight: usize,
+}
+
+type ResultRx = oneshot::Receiver<crate::error::Result<ReconResult>>;
+
+/// What the reader hands the writer, in slice order.
+enum Pending {
+    Slice {
+        index: u32,
+        fraction: f32,
+        rx: ResultRx,
+    },
+    Fail(Status),
+}
+
+fn slice_image(
+    plan: &validate::ReconPlan,
+    index: u32,
+    fraction: f32,
+    r: ReconResult,
+) -> pb::SliceImage {
+    let shape = [plan.ny, plan.nx];
+    pb::SliceImage {
+        index,
+        magnitude: Some(tensor::encode_f32(&shape, &r.output.magnitude)),
+        complex: plan
+            .return_complex
+            .then(|| tensor::encode_c64(&shape, &r.output.complex)),
+        zero_filled: plan
+            .return_zero_filled
+            .then(|| tensor::encode_f32(&shape, &r.output.zero_filled)),
+        compute_seconds: r.compute_seconds,
+        sampled_fraction: fraction,
+    }
+}
+
+async fn await_result(rx: ResultRx) -> Result<ReconResult, Status> {
+    match rx.await {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(Error::Unavailable("the device worker dropped the request".into()).into()),
+    }
+}
+
+impl ReconService {
+    /// Reads the header and the slices, submitting each slice as it arrives.
+    async fn read_stream(
+        scheduler: Scheduler,
+        plan: validate::ReconPlan,
+        mut inbound: Streaming<pb::ReconRequest>,
+        pending: mpsc::Sender<Pending>,
+    ) {
+        let mut next_index = 0usize;
+        let mut received = 0usize;
+        let fail = |s: Status| Pending::Fail(s);
+        loop {
+            let msg = match inbound.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(s) => {
+                    let _ = pending.send(fail(normalise_transport_status(s))).await;
+                    return;
+                }
+            };
+            let item = match msg.msg {
+                Some(recon_request::Msg::Header(_)) => {
+                    fail(invalid!("header sent twice; send it once, before the slices").into())
+                }
+                None => {
+                    fail(invalid!("empty request message; expected a header or a slice").into())
+                }
+                Some(recon_request::Msg::Slice(s)) => {
+                    if received >= plan.slices {
+                        fail(
+                            invalid!(
+                                "more slices than the {} announced in the header",
+                                plan.slices
+                            )
+                            .into(),
+                        )
+                    } else {
+                        match validate::slice(&plan, &s, next_index) {
+                            Err(e) => fail(e.into()),
+                            Ok(slice) => {
+                                next_index = s.index as usize + 1;
+                                received += 1;
+                                let fraction = sampled_fraction(&slice.mask);
+                                let job = ReconJob {
+                                    model: plan.model.clone(),
+                                    slice,
+                                    dc: plan.dc,
+                                };
+                                match scheduler.submit(job) {
+                                    Ok(rx) => Pending::Slice {
+                                        index: s.index,
+                                        fraction,
+                                        rx,
+                                    },
+                                    Err(e) => fail(e.into()),
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            let stop = matches!(item, Pending::Fail(_));
+            if pending.send(item).await.is_err() || stop {
+                return; // the writer has gone (client away) or the stream failed
+            }
+        }
+        if received < plan.slices {
+            let _ = pending
+                .send(fail(
+                    invalid!(
+                        "stream ended after {received} of the {} slices announced in the header",
+                        plan.slices
+                    )
+                    .into(),
+                ))
+                .await;
+        }
+    }
+
+    /// Awaits results in slice order and forwards them with progress messages.
+    async fn write_stream(
+        plan: validate::ReconPlan,
+        mut pending: mpsc::Receiver<Pending>,
+        out: mpsc::Sender<Result<pb::ReconResponse, Status>>,
+    ) {
+        let mut done = 0u32;
+        let total = plan.slices as u32;
+        while let Some(item) = pending.recv().await {
+            let msg = match item {
+                Pending::Fail(s) => Err(s),
+                Pending::Slice {
+                    index,
+                    fraction,
+                    rx,
+                } => await_result(rx)
+                    .await
+                    .map(|r| slice_image(&plan, index, fraction, r)),
+            };
+            let failed = msg.is_err();
+            let response = msg.map(|img| pb::ReconResponse {
+                msg: Some(recon_response::Msg::Image(img)),
+            });
+            if out.send(response).await.is_err() || failed {
+                return; // client gone, or the stream ended with an error
+            }
+            done += 1;
+            let progress = pb::ReconResponse {
+                msg: Some(recon_response::Msg::Progress(pb::Progress {
+                    slices_done: done,
+                    slices_total: total,
+                })),
+            };
+            if out.send(Ok(progress)).await.is_err() {
+                return;
+            }
+        }
+        tracing::info!(slices = done, "reconstruction stream finished");
+    }
+}
+
+#[tonic::async_trait]
+impl Reconstruction for ReconService {
+    type StreamReconstructStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ReconResponse, Status>> + Send + 'static>>;
+
+    async fn stream_reconstruct(
+        &self,
+        request: Request<Streaming<pb::ReconRequest>>,
+    ) -> Result<Response<Self::StreamReconstructStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await
+            .map_err(normalise_transport_status)?;
+        let header = match first.and_then(|m| m.msg) {
+            Some(recon_request::Msg::Header(h)) => h,
+            Some(recon_request::Msg::Slice(_)) => {
+                return Err(invalid!("the first message must be a ReconHeader, got a slice").into())
+            }
+            None => return Err(invalid!("the stream must start with a ReconHeader").into()),
+        };
+        let plan = validate::plan(&header, &self.models, &self.default_model, &self.limits)?;
+        let span = tracing::info_span!("recon_stream", request_id = %plan.request_id, model = %plan.model, slices = plan.slices, coils = plan.coils, ny = plan.ny, nx = plan.nx);
+        span.in_scope(|| tracing::info!("reconstruction stream started"));
+        let (out_tx, out_rx) = mpsc::channel(2 * self.stream_inflight.max(1));
+        let (pending_tx, pending_rx) = mpsc::channel(self.stream_inflight.max(1));
+        tokio::spawn(
+            Self::read_stream(self.scheduler.clone(), plan.clone(), inbound, pending_tx)
+                .instrument(span.clone()),
+        );
+        tokio::spawn(Self::write_stream(plan, pending_rx, out_tx).instrument(span));
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn reconstruct_slice(
+        &self,
+        request: Request<pb::ReconstructSliceRequest>,
+    ) -> Result<Response<pb::SliceImage>, Status> {
+        let req = request.into_inner();
+        let mut header = req
+            .header
+            .ok_or_else(|| Status::from(invalid!("request has no header")))?;
+        if header.slices > 1 {
+            return Err(invalid!("ReconstructSlice takes one slice, header says {}; use StreamReconstruct for volumes", header.slices).into());
+        }
+        header.slices = 1;
+        let plan = validate::plan(&header, &self.models, &self.default_model, &self.limits)?;
+        let mut s = req
+            .slice
+            .ok_or_else(|| Status::from(invalid!("request has no slice")))?;
+        s.index = 0;
+        let slice = validate::slice(&plan, &s, 0)?;
+        let fraction = sampled_fraction(&slice.mask);
+        let span =
+            tracing::info_span!("recon_slice", request_id = %plan.request_id, model = %plan.model);
+        let rx = span.in_scope(|| {
+            self.scheduler.submit(ReconJob {
+                model: plan.model.clone(),
+                slice,
+                dc: plan.dc,
+            })
+        })?;
+        let result = await_result(rx).instrument(span).await?;
+        Ok(Response::new(slice_image(&plan, 0, fraction, result)))
+    }
+
+    async fn list_models(
+        &self,
+        _: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let models = self
+            .models
+            .iter()
+            .map(|m| pb::ModelInfo {
+                name: m.name.clone(),
+                family: m.family.to_string(),
+                description: m.description.clone(),
+                parameters: m.parameters,
+                is_default: m.name == self.default_model,
+            })
+            .collect();
+        Ok(Response::new(pb::ListModelsResponse { models }))
+    }
+}

@@ -1,0 +1,4 @@
+//! Training of the shipped models (candle autograd on the CPU or a CUDA device).
+
+pub mod data;
+pub mod recon;
