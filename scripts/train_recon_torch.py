@@ -44,6 +44,7 @@ def main():
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", help="start from these weights (safetensors state dict)")
     ap.add_argument("--val", type=int, default=64, help="pairs held out for validation")
     args = ap.parse_args()
 
@@ -54,6 +55,9 @@ def main():
     n = x_all.shape[0] - args.val
     xv, yv = x_all[n:], y_all[n:]
     net = ReconResNet(args.width, args.blocks)
+    if args.init:
+        from safetensors.torch import load_file
+        net.load_state_dict(load_file(args.init))
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     budget = args.minutes * 60.0
     t0 = time.time()

@@ -149,7 +149,7 @@ fn mask(t: &pb::Tensor, what: &str, ny: usize, nx: usize) -> Result<Vec<f32>> {
             m[i]
         ));
     }
-    if !m.iter().any(|&v| v == 1.0) {
+    if !m.contains(&1.0) {
         return Err(invalid!(
             "{what} samples no k-space point; expected at least one 1"
         ));

@@ -177,6 +177,111 @@ pub struct ReconResNet {
     tail: Conv2d,
 }
 
+/// A stride-1 convolution without padding computed as one matrix product over input channels for all
+/// kernel taps, `Y[o·k, p] = Σ_c W[o, c, k] X[c, p]` on the (already padded) input, then a sum of the
+/// `kh×kw` shifted windows of `Y`. candle's direct conv2d degenerates for few output channels (the 7×7
+/// tail has one: a GEMM with M = 1); this form runs at matrix-product speed and keeps autograd (matmul,
+/// narrow, add).
+pub fn conv_taps(x: &Tensor, conv: &Conv2d) -> Result<Tensor> {
+    let w = conv.weight();
+    let (o, c, kh, kw) = w.dims4()?;
+    let (b, cx, hp, wp) = x.dims4()?;
+    if cx != c {
+        candle_core::bail!("conv_few_out: input has {cx} channels, weight expects {c}");
+    }
+    let (h, wd) = (hp - kh + 1, wp - kw + 1);
+    // [o, c, kh, kw] → [o·kh·kw, c]
+    let wm = w.permute((0, 2, 3, 1))?.reshape((o * kh * kw, c))?;
+    let xm = x.reshape((b, c, hp * wp))?;
+    let y = wm
+        .broadcast_left(b)?
+        .matmul(&xm)?
+        .reshape((b, o, kh * kw, hp, wp))?;
+    let mut acc: Option<Tensor> = None;
+    for dy in 0..kh {
+        for dx in 0..kw {
+            let tap = y
+                .narrow(2, dy * kw + dx, 1)?
+                .narrow(3, dy, h)?
+                .narrow(4, dx, wd)?;
+            acc = Some(match acc {
+                None => tap,
+                Some(a) => (a + tap)?,
+            });
+        }
+    }
+    let out = acc
+        .expect("kernel has at least one tap")
+        .reshape((b, o, h, wd))?;
+    match conv.bias() {
+        Some(bias) => out.broadcast_add(&bias.reshape((1, o, 1, 1))?),
+        None => Ok(out),
+    }
+}
+
+/// `ConvTranspose2d(k = 3, stride 2, padding 1, output_padding 1)` without scattered writes: one matrix
+/// product for all taps, `Y[o·k, p] = Σ_c W[c, o, k] X[c, p]`, then each of the four output phases
+/// (even/odd row × even/odd column) is a sum of shifted taps, and the phases are interleaved.
+/// Output row `2i` takes tap row 1 of input row `i`; row `2i+1` takes tap row 2 of row `i` and tap row 0
+/// of row `i+1` (zero past the end: the output padding); columns likewise.
+pub fn conv_transpose_s2(x: &Tensor, conv: &ConvTranspose2d) -> Result<Tensor> {
+    let w = conv.weight();
+    let (c, o, kh, kw) = w.dims4()?;
+    let (b, cx, h, wd) = x.dims4()?;
+    let cfg = conv.config();
+    if (
+        kh,
+        kw,
+        cfg.stride,
+        cfg.padding,
+        cfg.output_padding,
+        cfg.dilation,
+        cx,
+    ) != (3, 3, 2, 1, 1, 1, c)
+    {
+        return conv.forward(x);
+    }
+    let wm = w.permute((1, 2, 3, 0))?.reshape((o * 9, c))?;
+    let y = wm
+        .broadcast_left(b)?
+        .matmul(&x.reshape((b, c, h * wd))?)?
+        .reshape((b, o, 9, h, wd))?;
+    // one zero row and column past the end for the taps that read input row/column i+1
+    let y = y.pad_with_zeros(3, 0, 1)?.pad_with_zeros(4, 0, 1)?;
+    let taps = |parity: usize| -> &'static [(usize, usize)] {
+        // (tap index along the axis, input offset)
+        if parity == 0 {
+            &[(1, 0)]
+        } else {
+            &[(2, 0), (0, 1)]
+        }
+    };
+    let phase = |a: usize, bb: usize| -> Result<Tensor> {
+        let mut acc: Option<Tensor> = None;
+        for &(ky, di) in taps(a) {
+            for &(kx, dj) in taps(bb) {
+                let t = y
+                    .narrow(2, ky * 3 + kx, 1)?
+                    .narrow(3, di, h)?
+                    .narrow(4, dj, wd)?;
+                acc = Some(match acc {
+                    None => t,
+                    Some(s) => (s + t)?,
+                });
+            }
+        }
+        acc.expect("every phase has a tap").reshape((b, o, h, wd))
+    };
+    let row = |a: usize| -> Result<Tensor> {
+        Tensor::stack(&[phase(a, 0)?, phase(a, 1)?], 4)?.reshape((b, o, h, 2 * wd))
+    };
+    let out = Tensor::stack(&[row(0)?, row(1)?], 3)?.reshape((b, o, 2 * h, 2 * wd))?;
+    match conv.bias() {
+        Some(bias) => out.broadcast_add(&bias.reshape((1, o, 1, 1))?),
+        None => Ok(out),
+    }
+}
+
 impl ReconResNet {
     pub fn new(config: ReconResNetConfig, vb: VarBuilder) -> Result<Self> {
         let w = config.width;
@@ -269,9 +374,9 @@ impl ReconResNet {
             t = block.forward(&t, train)?;
         }
         for (conv, act) in &self.up {
-            t = act.forward(&instance_norm(&conv.forward(&t)?)?)?;
+            t = act.forward(&instance_norm(&conv_transpose_s2(&t, conv)?)?)?;
         }
-        t = sigmoid(&self.tail.forward(&reflection_pad2d(&t, 3)?)?)?;
+        t = sigmoid(&conv_taps(&reflection_pad2d(&t, 3)?, &self.tail)?)?;
         if ph + pw > 0 {
             t = t.narrow(2, 0, h)?.narrow(3, 0, w)?;
         }

@@ -231,7 +231,7 @@ impl SyntheticMr {
         mag.iter_mut().for_each(|v| *v /= peak);
         // smooth phase: low-order polynomial, as from B0 inhomogeneity and coil phase
         let (p0, p1, p2, p3) = (
-            r.random_range(-3.14f32..3.14),
+            r.random_range(-std::f32::consts::PI..std::f32::consts::PI),
             r.random_range(-1.5f32..1.5),
             r.random_range(-1.5f32..1.5),
             r.random_range(-1.0f32..1.0),

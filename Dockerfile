@@ -1,0 +1,33 @@
+# inferd: multi-stage build. The runtime image holds the binary (with the shipped default model
+# embedded) and the models/ folder, runs as a non-root user and listens on 50051 (gRPC).
+#
+#   docker build -t inferd .
+#   docker run --rm -p 50051:50051 inferd
+#
+# A CUDA image builds the same way from an NVIDIA CUDA devel base with `--features cuda`
+# (deploy/README.md).
+
+FROM rust:1-slim-bookworm AS build
+WORKDIR /src
+RUN apt-get update && apt-get install -y --no-install-recommends pkg-config && rm -rf /var/lib/apt/lists/*
+# Dependencies first, so that source edits do not rebuild them.
+COPY Cargo.toml Cargo.lock build.rs ./
+COPY proto proto
+COPY models models
+RUN mkdir -p src bench && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+ && echo 'fn main() {}' > bench/recon_forward.rs && echo 'fn main() {}' > bench/recon_vs_bart.rs \
+ && cargo build --release --locked && rm -rf src bench
+COPY src src
+COPY bench bench
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin inferd
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home /nonexistent --shell /usr/sbin/nologin inferd
+COPY --from=build /src/target/release/inferd /usr/local/bin/inferd
+COPY models /opt/inferd/models
+USER 10001
+EXPOSE 50051
+ENV INFERD_ADDR=0.0.0.0:50051 INFERD_DEVICE=cpu INFERD_LOG=info
+ENTRYPOINT ["/usr/local/bin/inferd"]
+CMD ["serve"]
