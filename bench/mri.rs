@@ -11,28 +11,46 @@ use std::hint::black_box;
 fn slice(coils: usize, n: usize) -> recon::CartesianSlice {
     let img = phantom::SyntheticMr::new(1).sample(n, n).complex;
     let mut k: Vec<Complex32> = (0..coils)
-        .flat_map(|c| img.iter().enumerate().map(move |(i, v)| v * (1.0 + 0.1 * c as f32 + (i % n) as f32 / n as f32)))
+        .flat_map(|c| {
+            img.iter()
+                .enumerate()
+                .map(move |(i, v)| v * (1.0 + 0.1 * c as f32 + (i % n) as f32 / n as f32))
+        })
         .collect();
     fft::fft2c(&mut k, n, n);
-    let mask = masks::MaskSpec::new(masks::Pattern::VariableDensity1d, 4.0, 0).generate(n, n).unwrap();
-    recon::CartesianSlice { kspace: k, mask, coils, ny: n, nx: n }
+    let mask = masks::MaskSpec::new(masks::Pattern::VariableDensity1d, 4.0, 0)
+        .generate(n, n)
+        .unwrap();
+    recon::CartesianSlice {
+        kspace: k,
+        mask,
+        coils,
+        ny: n,
+        nx: n,
+    }
 }
 
 fn benches(c: &mut Criterion) {
     let n = 256;
     let mut data = slice(8, n).kspace;
-    c.bench_function("fft2c 8 coils 256²", |b| b.iter(|| fft::fft2c(black_box(&mut data), n, n)));
-    let s = slice(8, n);
-    c.bench_function("prepare 8 coils 256² (zero-filled, sensitivities, combine)", |b| {
-        b.iter(|| recon::prepare(black_box(s.clone())))
+    c.bench_function("fft2c 8 coils 256²", |b| {
+        b.iter(|| fft::fft2c(black_box(&mut data), n, n))
     });
+    let s = slice(8, n);
+    c.bench_function(
+        "prepare 8 coils 256² (zero-filled, sensitivities, combine)",
+        |b| b.iter(|| recon::prepare(black_box(s.clone()))),
+    );
     let p = recon::prepare(s.clone());
     let out = p.net_input.clone();
-    c.bench_function("finish 8 coils 256² (expand, FFT, hard DC, IFFT, RSS)", |b| {
-        b.iter(|| recon::finish(black_box(p.clone()), &out, DcMode::Hard))
-    });
+    c.bench_function(
+        "finish 8 coils 256² (expand, FFT, hard DC, IFFT, RSS)",
+        |b| b.iter(|| recon::finish(black_box(p.clone()), &out, DcMode::Hard)),
+    );
     let gt = phantom::shepp_logan(n, n);
-    c.bench_function("ssim 256²", |b| b.iter(|| metrics::ssim(black_box(&gt), &out, n, n)));
+    c.bench_function("ssim 256²", |b| {
+        b.iter(|| metrics::ssim(black_box(&gt), &out, n, n))
+    });
 }
 
 criterion_group! {

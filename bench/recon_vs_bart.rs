@@ -9,7 +9,7 @@
 use candle_core::Device;
 use inferd::io::cfl;
 use inferd::models::{ReconEngine, WeightsSource, EMBEDDED_RECON};
-use inferd::mri::{dc::DcMode, fft, masks, metrics, phantom, recon};
+use inferd::mri::{dc::DcMode, masks, metrics, phantom, recon};
 use num_complex::Complex32;
 use std::process::Command;
 use std::time::Instant;
@@ -100,19 +100,13 @@ fn main() -> anyhow::Result<()> {
         let (mut zf, mut bart, mut ours) = (Scores::new(), Scores::new(), Scores::new());
         for (i, (name, img)) in images.iter().enumerate() {
             let gt: Vec<f32> = img.iter().map(|v| v.norm()).collect();
-            let mut k = img.clone();
-            fft::fft2c(&mut k, n, n);
             let mask =
                 masks::MaskSpec::new(masks::Pattern::VariableDensity1d, accel, 7_000 + i as u64)
                     .generate(n, n)?;
+            let slice = recon::CartesianSlice::single_coil(img, mask.clone(), n, n);
+            let k = slice.kspace.clone();
             let t = Instant::now();
-            let p = recon::prepare(recon::CartesianSlice {
-                kspace: k.clone(),
-                mask: mask.clone(),
-                coils: 1,
-                ny: n,
-                nx: n,
-            });
+            let p = recon::prepare(slice);
             let zf_secs = t.elapsed().as_secs_f64();
             let out_net = engine.run(&[p.net_input.as_slice()], n, n)?;
             let out = recon::finish(p, &out_net[0], DcMode::Hard);

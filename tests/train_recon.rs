@@ -35,11 +35,24 @@ fn trains_checkpoints_resumes_and_loads() {
     let out = dir.path().join("m.safetensors");
     run(args(out.clone(), 3, false)).unwrap();
     assert!(dir.path().join("m.ckpt.safetensors").exists());
-    assert_eq!(std::fs::read_to_string(dir.path().join("m.ckpt.step")).unwrap().trim(), "3");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("m.ckpt.step"))
+            .unwrap()
+            .trim(),
+        "3"
+    );
     run(args(out.clone(), 6, true)).unwrap();
-    assert_eq!(std::fs::read_to_string(dir.path().join("m.ckpt.step")).unwrap().trim(), "6");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("m.ckpt.step"))
+            .unwrap()
+            .trim(),
+        "6"
+    );
     let engine = ReconEngine::load(&WeightsSource::File(out), &Device::Cpu).unwrap();
-    assert!(engine.info("m").description.contains("width 4 with 1 residual"));
+    assert!(engine
+        .info("m")
+        .description
+        .contains("width 4 with 1 residual"));
     let img = vec![0.25f32; 32 * 32];
     let y = engine.run(&[&img], 32, 32).unwrap();
     assert!(y[0].iter().all(|v| v.is_finite() && *v > 0.0 && *v < 1.0));

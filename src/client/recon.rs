@@ -91,8 +91,7 @@ pub fn read_volume(path: &Path) -> anyhow::Result<Volume> {
             })
         }
         Some("cfl") | Some("hdr") | None => {
-            let c = cfl::read(path)?;
-            let (slices, coils, ny, nx, data) = cfl::to_slices(&c)?;
+            let (slices, coils, ny, nx, data) = cfl::to_slices(&cfl::read(path)?)?;
             Ok(Volume {
                 slices,
                 coils,

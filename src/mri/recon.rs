@@ -29,6 +29,21 @@ pub struct CartesianSlice {
     pub nx: usize,
 }
 
+impl CartesianSlice {
+    /// The single-coil k-space of a `[ny, nx]` complex image (centred orthonormal FFT) under `mask`.
+    pub fn single_coil(image: &[Complex32], mask: Vec<f32>, ny: usize, nx: usize) -> Self {
+        let mut kspace = image.to_vec();
+        fft::fft2c(&mut kspace, ny, nx);
+        CartesianSlice {
+            kspace,
+            mask,
+            coils: 1,
+            ny,
+            nx,
+        }
+    }
+}
+
 /// A slice ready for the network.
 #[derive(Debug, Clone)]
 pub struct Prepared {

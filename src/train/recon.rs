@@ -8,7 +8,7 @@
 
 use super::data::ImageSource;
 use crate::models::recon_resnet::{ReconResNet, ReconResNetConfig};
-use crate::mri::{dc::DcMode, fft, masks, metrics, recon};
+use crate::mri::{dc::DcMode, masks, metrics, recon};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
@@ -52,17 +52,9 @@ fn example(
 ) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
     let n = args.size;
     let img = src.next(n);
-    let mut k = img.clone();
-    fft::fft2c(&mut k, n, n);
     let accel = args.accelerations[rng.random_range(0..args.accelerations.len())];
     let mask = masks::MaskSpec::new(args.pattern, accel, rng.random()).generate(n, n)?;
-    let p = recon::prepare(recon::CartesianSlice {
-        kspace: k,
-        mask,
-        coils: 1,
-        ny: n,
-        nx: n,
-    });
+    let p = recon::prepare(recon::CartesianSlice::single_coil(&img, mask, n, n));
     let scale = p.scale();
     let target: Vec<f32> = img.iter().map(|v| v.norm() / scale).collect();
     let input = p.net_input;
@@ -301,21 +293,13 @@ pub fn validate(
     for i in 0..8 {
         let img = gen.sample(n, n);
         for (j, &accel) in accels.iter().enumerate() {
-            let mut k = img.complex.clone();
-            fft::fft2c(&mut k, n, n);
             let mask = masks::MaskSpec::new(
                 masks::Pattern::VariableDensity1d,
                 accel,
                 1_000_000 + (i * 16 + j) as u64,
             )
             .generate(n, n)?;
-            let p = recon::prepare(recon::CartesianSlice {
-                kspace: k,
-                mask,
-                coils: 1,
-                ny: n,
-                nx: n,
-            });
+            let p = recon::prepare(recon::CartesianSlice::single_coil(&img.complex, mask, n, n));
             let x = Tensor::from_vec(p.net_input.clone(), (1, 1, n, n), device)?;
             let y = net.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
             let out = recon::finish(p, &y, DcMode::Hard);
