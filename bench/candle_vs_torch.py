@@ -2,7 +2,7 @@
 weights, same machine, same run. Prints a markdown table with the ratio candle / PyTorch.
 
 Usage: python3 bench/candle_vs_torch.py [--width 64 --blocks 14 --size 256 --batches 1 4 --iters 3]
-Needs: torch, safetensors, numpy; builds the Rust side with cargo (release).
+Needs: torch, safetensors, numpy; builds the Rust side with cargo.
 """
 import argparse
 import json
@@ -46,8 +46,11 @@ def main():
     root = os.path.join(HERE, "..")
     env = dict(os.environ)
     env.setdefault("CARGO_TARGET_DIR", "/var/tmp/inferd-target")
-    subprocess.run(["cargo", "build", "--release", "--example", "recon_forward"], cwd=root, env=env, check=True)
-    exe = os.path.join(env["CARGO_TARGET_DIR"], "release", "examples", "recon_forward")
+    # The dev profile compiles every dependency (candle included) at opt-level 3 (Cargo.toml), and the
+    # forward pass is candle code, so it runs as fast as a release build without a second full build.
+    profile = os.environ.get("INFERD_BENCH_PROFILE", "dev")
+    subprocess.run(["cargo", "build", "--profile", profile, "--example", "recon_forward"], cwd=root, env=env, check=True)
+    exe = os.path.join(env["CARGO_TARGET_DIR"], "debug" if profile == "dev" else profile, "examples", "recon_forward")
     with tempfile.TemporaryDirectory() as d:
         if args.weights:
             from safetensors.torch import load_file

@@ -1,8 +1,8 @@
 //! Training images: the synthetic MR-like generator, optionally mixed with images from a folder
-//! (PNG or NPY `[H, W]` / `[N, H, W]`), resampled to the training size, randomly flipped and rotated by
+//! (PNG, NPY `[H, W]` / `[N, H, W]`, or uncompressed grayscale DICOM), resampled to the training size, randomly flipped and rotated by
 //! multiples of 90°, and normalised to a maximum of 1.
 
-use crate::io::{npy, png};
+use crate::io::{dicom, npy, png};
 use crate::mri::phantom::SyntheticMr;
 use num_complex::Complex32;
 use rand::{Rng, SeedableRng};
@@ -35,7 +35,7 @@ fn resample(img: &[f32], h: usize, w: usize, ny: usize, nx: usize) -> Vec<f32> {
     out
 }
 
-fn load_folder(dir: &Path) -> anyhow::Result<Vec<(Vec<f32>, usize, usize)>> {
+pub fn load_folder(dir: &Path) -> anyhow::Result<Vec<(Vec<f32>, usize, usize)>> {
     let mut images = Vec::new();
     let mut entries: Vec<_> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -65,6 +65,8 @@ fn load_folder(dir: &Path) -> anyhow::Result<Vec<(Vec<f32>, usize, usize)>> {
                     ),
                 }
             }
+            Some("dcm") => images.extend(dicom::read_frames(&p)?),
+            _ if p.is_file() && dicom::is_dicom(&p) => images.extend(dicom::read_frames(&p)?),
             _ => {}
         }
     }
@@ -77,7 +79,11 @@ impl ImageSource {
         let folder = match folder {
             Some(d) => {
                 let imgs = load_folder(d)?;
-                anyhow::ensure!(!imgs.is_empty(), "no PNG or NPY images in {}", d.display());
+                anyhow::ensure!(
+                    !imgs.is_empty(),
+                    "no PNG, NPY or DICOM images in {}",
+                    d.display()
+                );
                 imgs
             }
             None => Vec::new(),
@@ -105,6 +111,7 @@ impl ImageSource {
                 .flat_map(|y| img[(y0 + y) * w + x0..(y0 + y) * w + x0 + side].to_vec())
                 .collect();
             let mut m = resample(&window, side, side, n, n);
+            m.iter_mut().for_each(|v| *v = v.max(0.0));
             let rot = self.rng.random_range(0..4);
             let flip = self.rng.random::<bool>();
             let mut t = m.clone();
