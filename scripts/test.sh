@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs inferd's whole test suite. Installs the independent references the tests compare against when
-# they are missing: BART (Debian package), PyTorch + safetensors + numpy + pydicom (PyPI).
+# they are missing: BART (Debian package), PyTorch, safetensors, numpy, pydicom, grpcio with health checking and reflection (PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,9 +14,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 PY=${INFERD_PYTHON:-python3}
-if ! "$PY" -c "import torch, safetensors, numpy, pydicom" >/dev/null 2>&1; then
-  echo "installing torch, safetensors, numpy, pydicom (PyPI)"
-  "$PY" -m pip install -q --disable-pip-version-check torch safetensors numpy pydicom
+if ! "$PY" -c "import torch, safetensors, numpy, pydicom, grpc, grpc_health, grpc_reflection" >/dev/null 2>&1; then
+  echo "installing torch, safetensors, numpy, pydicom, grpcio (+ health checking, reflection) (PyPI)"
+  "$PY" -m pip install -q --disable-pip-version-check torch safetensors numpy pydicom grpcio grpcio-health-checking grpcio-reflection
 fi
 
 # A persistent target directory outside the checkout makes repeated runs on one machine fast.

@@ -1,5 +1,5 @@
-//! The server: loads the models onto the device worker, then serves gRPC (reconstruction and
-//! standard health checking) until shutdown.
+//! The server: loads the models onto the device worker, then serves gRPC (reconstruction, standard
+//! health checking and server reflection) until shutdown.
 
 pub mod config;
 mod recon_service;
@@ -85,6 +85,16 @@ pub async fn serve(
         .set_serving::<ReconstructionServer<ReconService>>()
         .await;
 
+    // Server reflection lets grpcurl and similar tools list and call the API without the .proto files.
+    // Both protocol versions: older grpcurl and grpcio clients speak v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::api::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
     let addr = listener.local_addr()?;
     tracing::info!(%addr, max_message_mb = config.max_message_mb, "inferd listening");
     tonic::transport::Server::builder()
@@ -92,6 +102,8 @@ pub async fn serve(
             oversize_is_resource_exhausted::<tonic::body::Body>,
         ))
         .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(recon)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await?;
