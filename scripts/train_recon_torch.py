@@ -7,7 +7,7 @@ match `inferd train recon` (L1 + (1 - SSIM) with a 7x7 uniform window, Adam, cos
 
 Usage:
   python3 scripts/train_recon_torch.py --data DIR --out models/recon-lite.safetensors \
-      --width 32 --blocks 6 --minutes 35
+      --width 32 --blocks 6 --minutes 35 [--init previous.safetensors]
 """
 import argparse
 import math
@@ -35,7 +35,7 @@ def ssim(x, y):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--data", required=True)
+    ap.add_argument("--data", required=True, nargs="+", help="one or more folders of training pairs")
     ap.add_argument("--out", required=True)
     ap.add_argument("--width", type=int, default=32)
     ap.add_argument("--blocks", type=int, default=6)
@@ -50,8 +50,8 @@ def main():
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    x_all = torch.from_numpy(np.load(os.path.join(args.data, "inputs.npy"), mmap_mode="r")[:].copy())
-    y_all = torch.from_numpy(np.load(os.path.join(args.data, "targets.npy"), mmap_mode="r")[:].copy())
+    x_all = torch.from_numpy(np.concatenate([np.load(os.path.join(d, "inputs.npy")) for d in args.data]))
+    y_all = torch.from_numpy(np.concatenate([np.load(os.path.join(d, "targets.npy")) for d in args.data]))
     n = x_all.shape[0] - args.val
     xv, yv = x_all[n:], y_all[n:]
     net = ReconResNet(args.width, args.blocks)
