@@ -14,11 +14,10 @@ RUN apt-get update && apt-get install -y --no-install-recommends pkg-config && r
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto
 COPY models models
-RUN mkdir -p src bench && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
- && echo 'fn main() {}' > bench/recon_forward.rs && echo 'fn main() {}' > bench/recon_vs_bart.rs \
- && cargo build --release --locked && rm -rf src bench
-COPY src src
 COPY bench bench
+RUN mkdir -p src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+ && cargo build --release --locked --bin inferd && rm -rf src
+COPY src src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin inferd
 
 FROM debian:bookworm-slim

@@ -89,37 +89,39 @@ fn run(engines: HashMap<String, ReconEngine>, mut rx: mpsc::Receiver<Job>, max_b
 fn run_batch(engine: Option<&ReconEngine>, batch: Vec<Job>) {
     let start = Instant::now();
     let n = batch.len();
-    let (work, replies): (Vec<_>, Vec<_>) = batch
-        .into_iter()
-        .map(|j| ((j.work, j.span), j.reply))
-        .unzip();
+    let model = batch[0].work.model.clone();
+    let (ny, nx) = (batch[0].work.slice.ny, batch[0].work.slice.nx);
+    let mut slices = Vec::with_capacity(n);
+    let (mut modes, mut spans, mut replies) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for job in batch {
+        slices.push(job.work.slice);
+        modes.push(job.work.dc);
+        spans.push(job.span);
+        replies.push(job.reply);
+    }
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
         || -> Result<Vec<recon::SliceOutput>> {
-            let engine = engine.ok_or_else(|| {
-                Error::NotFound(format!("model {} is not loaded", work[0].0.model))
-            })?;
-            let (ny, nx) = (work[0].0.slice.ny, work[0].0.slice.nx);
-            let prepared: Vec<recon::Prepared> = work
-                .iter()
-                .map(|(w, span)| {
-                    let _g = span.enter();
-                    recon::prepare(w.slice.clone())
-                })
-                .collect();
+            let engine =
+                engine.ok_or_else(|| Error::NotFound(format!("model {model} is not loaded")))?;
+            let prepared: Vec<recon::Prepared> = slices.into_iter().map(recon::prepare).collect();
             let inputs: Vec<&[f32]> = prepared.iter().map(|p| p.net_input.as_slice()).collect();
             let outputs = engine.run(&inputs, ny, nx)?;
             Ok(prepared
                 .into_iter()
                 .zip(outputs)
-                .zip(&work)
-                .map(|((p, o), (w, _))| recon::finish(p, &o, w.dc))
+                .zip(&modes)
+                .map(|((p, o), &dc)| recon::finish(p, &o, dc))
                 .collect())
         },
     ));
     let per_slice = start.elapsed().as_secs_f32() / n as f32;
     match outcome {
         Ok(Ok(outputs)) => {
-            for ((output, reply), (_, span)) in outputs.into_iter().zip(replies).zip(&work) {
+            for ((output, reply), span) in outputs.into_iter().zip(replies).zip(&spans) {
                 let _g = span.enter();
                 tracing::debug!(seconds = per_slice, batch = n, "slice reconstructed");
                 let _ = reply.send(Ok(ReconResult {

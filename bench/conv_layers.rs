@@ -1,3 +1,7 @@
+//! Times the individual layer types of the shipped ReconResNet (width 32) at 256² on the CPU: candle's
+//! own convolutions next to inferd's matrix-product formulations (`conv_taps`, `conv_transpose_s2`).
+//!
+//! cargo run --example conv_layers
 use candle_core::{Device, Module, Tensor};
 use candle_nn::{Conv2dConfig, ConvTranspose2dConfig, VarBuilder, VarMap};
 use std::time::Instant;
