@@ -442,3 +442,50 @@ async fn bad_input_gets_a_clear_status_and_the_server_keeps_serving() {
     assert_eq!((imgs.len(), progress), (1, 1));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_at_once_and_recovers() {
+    let n = 128;
+    let server = TestServer::start(ServeConfig {
+        queue_capacity: 1,
+        max_batch: 1,
+        ..ServeConfig::for_tests()
+    })
+    .await;
+    let img = phantom::SyntheticMr::new(5).sample(n, n);
+    let mut k = img.complex.clone();
+    fft::fft2c(&mut k, n, n);
+    let req = pb::ReconstructSliceRequest {
+        header: Some(header(n, n, 1, 1, 4.0)),
+        slice: Some(pb::KSpaceSlice {
+            index: 0,
+            kspace: Some(tensor::encode_c64(&[1, n, n], &k)),
+            mask: None,
+        }),
+    };
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let (url, req) = (server.url.clone(), req.clone());
+            tokio::spawn(async move { client(&url).await.reconstruct_slice(req).await })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for c in calls {
+        match c.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(s) => {
+                assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
+                assert!(s.message().contains("queue is full"));
+                refused += 1;
+            }
+        }
+    }
+    println!("{ok} served, {refused} refused");
+    assert!(ok >= 1 && refused >= 1, "{ok} served, {refused} refused");
+    client(&server.url)
+        .await
+        .reconstruct_slice(req)
+        .await
+        .unwrap();
+    server.stop().await;
+}
