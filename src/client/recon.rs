@@ -63,7 +63,7 @@ impl Volume {
 }
 
 pub fn read_volume(path: &Path) -> anyhow::Result<Volume> {
-    match path.extension().and_then(|e| e.to_str()) {
+    let (slices, coils, ny, nx, data) = match path.extension().and_then(|e| e.to_str()) {
         Some("npy") => {
             let a = npy::read(path)?;
             let npy::NpyData::C64(data) = a.data else {
@@ -72,7 +72,7 @@ pub fn read_volume(path: &Path) -> anyhow::Result<Volume> {
                     path.display()
                 )
             };
-            let (slices, coils, ny, nx) = match a.shape[..] {
+            let (s, c, y, x) = match a.shape[..] {
                 [s, c, y, x] => (s, c, y, x),
                 [s, y, x] => (s, 1, y, x),
                 [y, x] => (1, 1, y, x),
@@ -82,26 +82,18 @@ pub fn read_volume(path: &Path) -> anyhow::Result<Volume> {
                     a.shape
                 ),
             };
-            Ok(Volume {
-                slices,
-                coils,
-                ny,
-                nx,
-                data,
-            })
+            (s, c, y, x, data)
         }
-        Some("cfl") | Some("hdr") | None => {
-            let (slices, coils, ny, nx, data) = cfl::to_slices(&cfl::read(path)?)?;
-            Ok(Volume {
-                slices,
-                coils,
-                ny,
-                nx,
-                data,
-            })
-        }
+        Some("cfl") | Some("hdr") | None => cfl::to_slices(&cfl::read(path)?)?,
         Some(other) => bail!("unsupported input extension .{other}; expected .npy or .cfl"),
-    }
+    };
+    Ok(Volume {
+        slices,
+        coils,
+        ny,
+        nx,
+        data,
+    })
 }
 
 fn read_mask(path: &Path, ny: usize, nx: usize) -> anyhow::Result<Vec<f32>> {
