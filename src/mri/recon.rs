@@ -135,19 +135,7 @@ impl Prepared {
 
 /// Completes a slice from the network output (`[ny, nx]`, in the network's scale).
 pub fn finish(p: Prepared, net_output: &[f32], mode: DcMode) -> SliceOutput {
-    let plane = p.ny * p.nx;
-    let all_zero = p.measured.iter().all(|v| *v == Complex32::default());
-    let predicted: Vec<Complex32> = net_output
-        .iter()
-        .zip(&p.phase)
-        .map(|(&m, ph)| {
-            if all_zero {
-                Complex32::default()
-            } else {
-                ph * (m * p.scale)
-            }
-        })
-        .collect();
+    let predicted = predicted_image(&p, net_output);
     if mode == DcMode::Off {
         return SliceOutput {
             magnitude: predicted.iter().map(|v| v.norm()).collect(),
@@ -155,14 +143,9 @@ pub fn finish(p: Prepared, net_output: &[f32], mode: DcMode) -> SliceOutput {
             zero_filled: p.zero_filled,
         };
     }
-    let mut coil_k = match &p.sens {
-        Some(sens) => coils::expand(&predicted, sens, plane),
-        None => predicted,
-    };
-    debug_assert_eq!(coil_k.len(), p.coils * plane);
-    fft::fft2c(&mut coil_k, p.ny, p.nx);
-    dc::apply(&mut coil_k, &p.measured, &p.mask, mode);
+    let mut coil_k = coil_kspace(&p, predicted, mode);
     fft::ifft2c(&mut coil_k, p.ny, p.nx);
+    let plane = p.ny * p.nx;
     let magnitude = coils::rss(&coil_k, plane);
     let complex = match &p.sens {
         Some(sens) => coils::combine(&coil_k, sens, plane),
@@ -175,21 +158,33 @@ pub fn finish(p: Prepared, net_output: &[f32], mode: DcMode) -> SliceOutput {
     }
 }
 
-/// The predicted k-space of every coil after data consistency (used by tests to check DC exactly).
-pub fn consistent_kspace(p: &Prepared, net_output: &[f32], mode: DcMode) -> Vec<Complex32> {
-    let plane = p.ny * p.nx;
-    let predicted: Vec<Complex32> = net_output
+/// The network's magnitude back in the input scale with the zero-filled phase (zero for all-zero input).
+fn predicted_image(p: &Prepared, net_output: &[f32]) -> Vec<Complex32> {
+    if p.measured.iter().all(|v| *v == Complex32::default()) {
+        return vec![Complex32::default(); p.ny * p.nx];
+    }
+    net_output
         .iter()
         .zip(&p.phase)
         .map(|(&m, ph)| ph * (m * p.scale))
-        .collect();
+        .collect()
+}
+
+/// Per-coil k-space of the prediction after data consistency.
+fn coil_kspace(p: &Prepared, predicted: Vec<Complex32>, mode: DcMode) -> Vec<Complex32> {
     let mut coil_k = match &p.sens {
-        Some(sens) => coils::expand(&predicted, sens, plane),
+        Some(sens) => coils::expand(&predicted, sens, p.ny * p.nx),
         None => predicted,
     };
     fft::fft2c(&mut coil_k, p.ny, p.nx);
     dc::apply(&mut coil_k, &p.measured, &p.mask, mode);
     coil_k
+}
+
+/// The predicted k-space of every coil after data consistency (what [`finish`] transforms back), for
+/// checking data consistency exactly.
+pub fn consistent_kspace(p: &Prepared, net_output: &[f32], mode: DcMode) -> Vec<Complex32> {
+    coil_kspace(p, predicted_image(p, net_output), mode)
 }
 
 #[cfg(test)]
