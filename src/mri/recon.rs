@@ -56,7 +56,6 @@ pub struct Prepared {
     /// Unit-magnitude phase of the combined zero-filled image.
     phase: Vec<Complex32>,
     zero_filled: Vec<f32>,
-    coils: usize,
     pub ny: usize,
     pub nx: usize,
 }
@@ -120,7 +119,6 @@ pub fn prepare(slice: CartesianSlice) -> Prepared {
         sens,
         phase,
         zero_filled,
-        coils,
         ny,
         nx,
     }
