@@ -56,6 +56,8 @@ pub struct Prepared {
     /// Unit-magnitude phase of the combined zero-filled image.
     phase: Vec<Complex32>,
     zero_filled: Vec<f32>,
+    /// The measured data carry no signal (all-zero k-space): the reconstruction is zero.
+    empty: bool,
     pub ny: usize,
     pub nx: usize,
 }
@@ -119,6 +121,7 @@ pub fn prepare(slice: CartesianSlice) -> Prepared {
         sens,
         phase,
         zero_filled,
+        empty: peak == 0.0,
         ny,
         nx,
     }
@@ -158,7 +161,7 @@ pub fn finish(p: Prepared, net_output: &[f32], mode: DcMode) -> SliceOutput {
 
 /// The network's magnitude back in the input scale with the zero-filled phase (zero for all-zero input).
 fn predicted_image(p: &Prepared, net_output: &[f32]) -> Vec<Complex32> {
-    if p.measured.iter().all(|v| *v == Complex32::default()) {
+    if p.empty {
         return vec![Complex32::default(); p.ny * p.nx];
     }
     net_output

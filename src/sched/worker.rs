@@ -71,7 +71,10 @@ fn run(engines: HashMap<String, ReconEngine>, mut rx: mpsc::Receiver<Job>, max_b
         while batch.len() < max_batch {
             match rx.try_recv() {
                 Ok(j) if j.reply.is_closed() => continue,
-                Ok(j) if (j.work.model.clone(), j.work.slice.ny, j.work.slice.nx) == key => {
+                Ok(j)
+                    if j.work.model == key.0
+                        && (j.work.slice.ny, j.work.slice.nx) == (key.1, key.2) =>
+                {
                     batch.push(j)
                 }
                 Ok(j) => {

@@ -74,26 +74,27 @@ impl ReconService {
     ) {
         let mut next_index = 0usize;
         let mut received = 0usize;
-        let fail = |s: Status| Pending::Fail(s);
         loop {
             let msg = match inbound.message().await {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(s) => {
-                    let _ = pending.send(fail(normalise_transport_status(s))).await;
+                    let _ = pending
+                        .send(Pending::Fail(normalise_transport_status(s)))
+                        .await;
                     return;
                 }
             };
             let item = match msg.msg {
-                Some(recon_request::Msg::Header(_)) => {
-                    fail(invalid!("header sent twice; send it once, before the slices").into())
-                }
-                None => {
-                    fail(invalid!("empty request message; expected a header or a slice").into())
-                }
+                Some(recon_request::Msg::Header(_)) => Pending::Fail(
+                    invalid!("header sent twice; send it once, before the slices").into(),
+                ),
+                None => Pending::Fail(
+                    invalid!("empty request message; expected a header or a slice").into(),
+                ),
                 Some(recon_request::Msg::Slice(s)) => {
                     if received >= plan.slices {
-                        fail(
+                        Pending::Fail(
                             invalid!(
                                 "more slices than the {} announced in the header",
                                 plan.slices
@@ -102,7 +103,7 @@ impl ReconService {
                         )
                     } else {
                         match validate::slice(&plan, &s, next_index) {
-                            Err(e) => fail(e.into()),
+                            Err(e) => Pending::Fail(e.into()),
                             Ok(slice) => {
                                 next_index = s.index as usize + 1;
                                 received += 1;
@@ -118,7 +119,7 @@ impl ReconService {
                                         fraction,
                                         rx,
                                     },
-                                    Err(e) => fail(e.into()),
+                                    Err(e) => Pending::Fail(e.into()),
                                 }
                             }
                         }
@@ -132,7 +133,7 @@ impl ReconService {
         }
         if received < plan.slices {
             let _ = pending
-                .send(fail(
+                .send(Pending::Fail(
                     invalid!(
                         "stream ended after {received} of the {} slices announced in the header",
                         plan.slices
