@@ -7,7 +7,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .file_descriptor_set_path(
             std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("inferd_descriptor.bin"),
         )
-        .compile_protos(&["proto/inferd/v1/recon.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/inferd/v1/recon.proto",
+                "proto/inference/grpc_service.proto",
+            ],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
 
     // The shipped default reconstruction model is embedded in the binary when present, so that

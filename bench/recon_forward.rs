@@ -22,11 +22,11 @@ fn main() -> anyhow::Result<()> {
             .map(|i| ((i * 7919) % 1000) as f32 / 2000.0)
             .collect();
         let inputs: Vec<&[f32]> = (0..batch).map(|_| img.as_slice()).collect();
-        engine.run(&inputs, size, size)?; // warm-up
+        engine.run_network(&inputs, size, size)?; // warm-up
         let mut times = Vec::new();
         for _ in 0..iters {
             let t = Instant::now();
-            engine.run(&inputs, size, size)?;
+            engine.run_network(&inputs, size, size)?;
             times.push(t.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);

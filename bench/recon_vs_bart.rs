@@ -108,7 +108,7 @@ fn main() -> anyhow::Result<()> {
             let t = Instant::now();
             let p = recon::prepare(slice);
             let zf_secs = t.elapsed().as_secs_f64();
-            let out_net = engine.run(&[p.net_input.as_slice()], n, n)?;
+            let out_net = engine.run_network(&[p.net_input.as_slice()], n, n)?;
             let out = recon::finish(p, &out_net[0], DcMode::Hard);
             let ours_secs = t.elapsed().as_secs_f64();
             zf.add(&gt, &out.zero_filled, n, zf_secs);

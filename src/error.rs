@@ -16,7 +16,10 @@ pub enum Error {
     /// The client went away or cancelled.
     #[error("{0}")]
     Cancelled(String),
-    /// The server is shutting down or the worker is gone.
+    /// The request's deadline passed before its work could start.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The server is shutting down, still loading, or the worker is gone.
     #[error("{0}")]
     Unavailable(String),
     /// A bug or a failure inside a model; the message is safe to show (no patient data).
@@ -45,6 +48,7 @@ impl From<Error> for Status {
             Error::NotFound(_) => Code::NotFound,
             Error::ResourceExhausted(_) => Code::ResourceExhausted,
             Error::Cancelled(_) => Code::Cancelled,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Internal(_) => Code::Internal,
         };

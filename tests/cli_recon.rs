@@ -21,6 +21,7 @@ fn args(server: &str, input: std::path::PathBuf, out: std::path::PathBuf) -> Rec
         model: String::new(),
         dc: "hard".into(),
         lambda: 10.0,
+        high_priority: false,
         max_message_mb: 64,
     }
 }

@@ -42,6 +42,7 @@ fn header(ny: usize, nx: usize, coils: usize, slices: usize, accel: f32) -> pb::
         return_complex: false,
         return_zero_filled: true,
         request_id: "test".into(),
+        priority: pb::Priority::Normal as i32,
     }
 }
 
@@ -448,7 +449,7 @@ async fn a_full_queue_refuses_at_once_and_recovers() {
     let n = 128;
     let server = TestServer::start(ServeConfig {
         queue_capacity: 1,
-        max_batch: 1,
+        max_batch: Some(1),
         ..ServeConfig::for_tests()
     })
     .await;
@@ -475,7 +476,7 @@ async fn a_full_queue_refuses_at_once_and_recovers() {
             Ok(_) => ok += 1,
             Err(s) => {
                 assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
-                assert!(s.message().contains("queue is full"));
+                assert!(s.message().contains("items waiting"), "{}", s.message());
                 refused += 1;
             }
         }

@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::Device;
 use inferd::io::npy;
-use inferd::models::{ReconEngine, WeightsSource};
+use inferd::models::{Engine, ReconEngine, WeightsSource};
 
 /// Stated tolerance: max abs error of the [0, 1] outputs.
 const TOL: f32 = 1e-4;
@@ -23,7 +23,7 @@ fn parity(width: usize, blocks: usize, size: usize, batch: usize, seed: u64) {
         &Device::Cpu,
     )
     .unwrap();
-    let info = engine.info("t");
+    let info = engine.info();
     assert!(
         info.description
             .contains(&format!("width {width} with {blocks} residual")),
@@ -37,7 +37,7 @@ fn parity(width: usize, blocks: usize, size: usize, batch: usize, seed: u64) {
     };
     let plane = size * size;
     let inputs: Vec<&[f32]> = x.chunks_exact(plane).collect();
-    let out = engine.run(&inputs, size, size).unwrap();
+    let out = engine.run_network(&inputs, size, size).unwrap();
     let mut max_err = 0.0f32;
     for (o, r) in out.iter().zip(y.chunks_exact(plane)) {
         for (a, b) in o.iter().zip(r) {

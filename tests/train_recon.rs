@@ -2,7 +2,7 @@
 //! produces weights the server loads.
 
 use candle_core::Device;
-use inferd::models::{ReconEngine, WeightsSource};
+use inferd::models::{Engine, ReconEngine, WeightsSource};
 use inferd::train::recon::{run, ExampleArgs, TrainReconArgs};
 
 fn args(out: std::path::PathBuf, steps: usize, resume: bool) -> TrainReconArgs {
@@ -50,10 +50,10 @@ fn trains_checkpoints_resumes_and_loads() {
     );
     let engine = ReconEngine::load(&WeightsSource::File(out), &Device::Cpu).unwrap();
     assert!(engine
-        .info("m")
+        .info()
         .description
         .contains("width 4 with 1 residual"));
     let img = vec![0.25f32; 32 * 32];
-    let y = engine.run(&[&img], 32, 32).unwrap();
+    let y = engine.run_network(&[&img], 32, 32).unwrap();
     assert!(y[0].iter().all(|v| v.is_finite() && *v > 0.0 && *v < 1.0));
 }

@@ -3,10 +3,10 @@
 
 use super::pb::{self, data_consistency::Mode, mask_spec, sampling::Kind};
 use super::tensor;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::invalid;
-use crate::models::ModelInfo;
 use crate::mri::{dc::DcMode, masks, recon::CartesianSlice};
+use crate::sched::Priority;
 
 /// Size limits of a reconstruction request.
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +31,7 @@ impl Default for Limits {
 /// A validated reconstruction header.
 #[derive(Debug, Clone)]
 pub struct ReconPlan {
-    pub model: String,
+    pub model: usize,
     pub ny: usize,
     pub nx: usize,
     pub coils: usize,
@@ -42,31 +42,12 @@ pub struct ReconPlan {
     pub return_complex: bool,
     pub return_zero_filled: bool,
     pub request_id: String,
+    pub priority: Priority,
 }
 
-/// Resolves the model name against the loaded models (empty = the default).
-pub fn resolve_model(name: &str, models: &[ModelInfo], default: &str) -> Result<String> {
-    let name = if name.is_empty() { default } else { name };
-    if models.iter().any(|m| m.name == name && m.family == "recon") {
-        return Ok(name.to_string());
-    }
-    let known: Vec<&str> = models
-        .iter()
-        .filter(|m| m.family == "recon")
-        .map(|m| m.name.as_str())
-        .collect();
-    Err(Error::NotFound(format!(
-        "unknown reconstruction model {name:?}; loaded models: {known:?}"
-    )))
-}
-
-pub fn plan(
-    h: &pb::ReconHeader,
-    models: &[ModelInfo],
-    default_model: &str,
-    limits: &Limits,
-) -> Result<ReconPlan> {
-    let model = resolve_model(&h.model, models, default_model)?;
+/// Checks a header for the reconstruction model `model` (index of a loaded model, resolved by the
+/// caller from the header's name).
+pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconPlan> {
     let (ny, nx, coils, slices) = (
         h.height as usize,
         h.width as usize,
@@ -138,11 +119,27 @@ pub fn plan(
         return_complex: h.return_complex,
         return_zero_filled: h.return_zero_filled,
         request_id: h.request_id.clone(),
+        priority: match pb::Priority::try_from(h.priority) {
+            Ok(pb::Priority::High) => Priority::High,
+            Ok(pb::Priority::Normal) => Priority::Normal,
+            Err(_) => {
+                return Err(invalid!(
+                    "unknown priority {}; expected PRIORITY_NORMAL or PRIORITY_HIGH",
+                    h.priority
+                ))
+            }
+        },
     })
 }
 
 fn mask(t: &pb::Tensor, what: &str, ny: usize, nx: usize) -> Result<Vec<f32>> {
     let m = tensor::decode_f32(t, what, &[ny, nx], "[ky, kx] of 0/1 values")?;
+    check_mask(&m, what)?;
+    Ok(m)
+}
+
+/// A sampling mask holds only 0 (not sampled) and 1 (sampled), and samples something.
+pub fn check_mask(m: &[f32], what: &str) -> Result<()> {
     if let Some(i) = m.iter().position(|&v| v != 0.0 && v != 1.0) {
         return Err(invalid!(
             "{what} has value {} at flat index {i}, expected only 0 (not sampled) or 1 (sampled)",
@@ -154,7 +151,7 @@ fn mask(t: &pb::Tensor, what: &str, ny: usize, nx: usize) -> Result<Vec<f32>> {
             "{what} samples no k-space point; expected at least one 1"
         ));
     }
-    Ok(m)
+    Ok(())
 }
 
 fn generated_mask(spec: &pb::MaskSpec, ny: usize, nx: usize) -> Result<Vec<f32>> {

@@ -41,6 +41,9 @@ pub struct ReconArgs {
     pub dc: String,
     #[arg(long, default_value_t = 10.0)]
     pub lambda: f32,
+    /// Ask the server to schedule this volume before normal-priority work.
+    #[arg(long)]
+    pub high_priority: bool,
     /// Largest gRPC message, MiB.
     #[arg(long, default_value_t = 64)]
     pub max_message_mb: usize,
@@ -173,6 +176,11 @@ pub fn header_for(args: &ReconArgs, v: &Volume) -> anyhow::Result<pb::ReconHeade
         return_complex: false,
         return_zero_filled: true,
         request_id: String::new(),
+        priority: if args.high_priority {
+            pb::Priority::High as i32
+        } else {
+            pb::Priority::Normal as i32
+        },
     })
 }
 

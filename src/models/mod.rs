@@ -4,6 +4,7 @@
 pub mod recon_resnet;
 
 use crate::error::{Error, Result};
+use crate::mri::{dc::DcMode, recon};
 use candle_core::{DType, Device, Module, Tensor};
 use recon_resnet::ReconResNet;
 use std::collections::HashMap;
@@ -56,59 +57,187 @@ impl std::str::FromStr for ModelSpec {
     }
 }
 
+/// The model families inferd serves; each has its own request contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// ReconResNet for Cartesian k-space.
+    Recon,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Recon => "recon",
+        }
+    }
+}
+
 /// What the API layer may know about a loaded model.
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
     pub name: String,
-    pub family: &'static str,
+    pub family: Family,
     pub description: String,
     pub parameters: u64,
+    /// Batching that suits the model when the operator sets none.
+    pub default_batching: DefaultBatching,
 }
 
-/// A loaded ReconResNet on its device.
+/// A family's batching defaults: compute-bound models gain nothing from waiting, small fast
+/// requests gain a lot.
+#[derive(Debug, Clone, Copy)]
+pub struct DefaultBatching {
+    pub max_batch: usize,
+    pub max_delay: std::time::Duration,
+}
+
+/// One item of work for a model (one slice, one set of samples...). Items of a batch share a
+/// [`Input::batch_key`].
+pub enum Input {
+    Recon {
+        slice: recon::CartesianSlice,
+        dc: DcMode,
+    },
+}
+
+impl Input {
+    /// Items with equal keys can run through the model together.
+    pub fn batch_key(&self) -> Vec<usize> {
+        match self {
+            Input::Recon { slice, .. } => vec![slice.ny, slice.nx],
+        }
+    }
+}
+
+/// The result of one [`Input`].
+pub enum Output {
+    Recon(recon::SliceOutput),
+}
+
+/// A loaded model on its device. Only implementations touch candle; the scheduler and the API
+/// layer see [`Input`] and [`Output`].
+pub trait Engine: Send + Sync {
+    fn info(&self) -> &ModelInfo;
+    /// Runs one small batch so that the first request does not pay for lazy initialisation.
+    fn warm_up(&self) -> Result<()>;
+    /// Runs a batch of compatible items; returns one output per input, in order.
+    fn run(&self, batch: Vec<Input>) -> Result<Vec<Output>>;
+}
+
+/// Reads a safetensors source as f32 tensors on `device`.
+fn read_tensors(source: &WeightsSource, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let tensors = match source {
+        WeightsSource::File(p) => candle_core::safetensors::load(p, device)
+            .map_err(|e| Error::InvalidArgument(format!("cannot load {}: {e}", p.display())))?,
+        WeightsSource::Embedded(bytes) => candle_core::safetensors::load_buffer(bytes, device)?,
+    };
+    Ok(tensors
+        .into_iter()
+        .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
+        .collect::<candle_core::Result<HashMap<_, _>>>()?)
+}
+
+/// Loads a model, telling the family from the tensors it contains.
+pub fn load(spec: &ModelSpec, device: &Device) -> Result<Box<dyn Engine>> {
+    let tensors = read_tensors(&spec.source, device)?;
+    if tensors.keys().any(|k| k.starts_with("model.")) {
+        return Ok(Box::new(ReconEngine::from_tensors(
+            &spec.name, tensors, device,
+        )?));
+    }
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    names.truncate(5);
+    Err(Error::InvalidArgument(format!(
+        "model {}: unrecognised weights (first tensors {names:?}); expected a ReconResNet (model.N.*)",
+        spec.name
+    )))
+}
+
+/// A loaded ReconResNet on its device, with the MR physics around it (coil combination, data
+/// consistency).
 pub struct ReconEngine {
     net: ReconResNet,
     device: Device,
+    info: ModelInfo,
 }
 
 impl ReconEngine {
     pub fn load(source: &WeightsSource, device: &Device) -> Result<Self> {
-        let tensors = match source {
-            WeightsSource::File(p) => candle_core::safetensors::load(p, device)
-                .map_err(|e| Error::InvalidArgument(format!("cannot load {}: {e}", p.display())))?,
-            WeightsSource::Embedded(bytes) => candle_core::safetensors::load_buffer(bytes, device)?,
-        };
-        let tensors = tensors
-            .into_iter()
-            .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
-            .collect::<candle_core::Result<HashMap<_, _>>>()?;
-        let net = ReconResNet::from_tensors(tensors, device).map_err(Error::InvalidArgument)?;
-        Ok(ReconEngine {
-            net,
-            device: device.clone(),
-        })
+        Self::from_tensors("recon", read_tensors(source, device)?, device)
     }
 
-    pub fn info(&self, name: &str) -> ModelInfo {
-        let c = self.net.config;
-        ModelInfo {
+    fn from_tensors(name: &str, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+        let net = ReconResNet::from_tensors(tensors, device).map_err(Error::InvalidArgument)?;
+        let c = net.config;
+        let info = ModelInfo {
             name: name.to_string(),
-            family: "recon",
+            family: Family::Recon,
             description: format!(
                 "ReconResNet width {} with {} residual blocks, Cartesian",
                 c.width, c.res_blocks
             ),
             parameters: c.parameters() as u64,
-        }
+            default_batching: DefaultBatching {
+                max_batch: 4,
+                max_delay: std::time::Duration::ZERO,
+            },
+        };
+        Ok(ReconEngine {
+            net,
+            device: device.clone(),
+            info,
+        })
     }
 
     /// Runs the network on a batch of `[ny, nx]` magnitude images of one size.
-    pub fn run(&self, images: &[&[f32]], ny: usize, nx: usize) -> Result<Vec<Vec<f32>>> {
+    pub fn run_network(&self, images: &[&[f32]], ny: usize, nx: usize) -> Result<Vec<Vec<f32>>> {
         let b = images.len();
         let flat: Vec<f32> = images.iter().flat_map(|i| i.iter().copied()).collect();
         let x = Tensor::from_vec(flat, (b, 1, ny, nx), &self.device)?;
         let y = self.net.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
         Ok(y.chunks_exact(ny * nx).map(<[f32]>::to_vec).collect())
+    }
+}
+
+impl Engine for ReconEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn warm_up(&self) -> Result<()> {
+        let n = 32;
+        let image: Vec<num_complex::Complex32> = (0..n * n)
+            .map(|i| num_complex::Complex32::new((i % 7) as f32, 0.0))
+            .collect();
+        let slice = recon::CartesianSlice::single_coil(&image, vec![1.0; n * n], n, n);
+        self.run(vec![Input::Recon {
+            slice,
+            dc: DcMode::Hard,
+        }])
+        .map(|_| ())
+    }
+
+    fn run(&self, batch: Vec<Input>) -> Result<Vec<Output>> {
+        let mut prepared = Vec::with_capacity(batch.len());
+        let mut modes = Vec::with_capacity(batch.len());
+        for input in batch {
+            let Input::Recon { slice, dc } = input;
+            prepared.push(recon::prepare(slice));
+            modes.push(dc);
+        }
+        let Some(first) = prepared.first() else {
+            return Ok(Vec::new());
+        };
+        let (ny, nx) = (first.ny, first.nx);
+        let inputs: Vec<&[f32]> = prepared.iter().map(|p| p.net_input.as_slice()).collect();
+        let outputs = self.run_network(&inputs, ny, nx)?;
+        Ok(prepared
+            .into_iter()
+            .zip(outputs)
+            .zip(modes)
+            .map(|((p, o), dc)| Output::Recon(recon::finish(p, &o, dc)))
+            .collect())
     }
 }
 

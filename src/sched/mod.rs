@@ -1,69 +1,193 @@
-//! Scheduling: a bounded queue in front of one device worker thread that owns the candle models.
+//! Scheduling: admission, per-model queues with dynamic batching and priorities (the rules live in
+//! [`policy`], a plain struct), and the device worker threads that own the models.
 //!
-//! The gRPC layer submits [`Job`]s and awaits each job's oneshot reply. A full queue refuses at once
-//! (RESOURCE_EXHAUSTED) instead of growing without bound; jobs whose client has gone are skipped before
-//! they reach the device. Compatible jobs waiting in the queue (same model and image size) are run as
-//! one network batch.
+//! The gRPC layer calls [`Scheduler::submit`] and awaits one oneshot reply per item. A full queue
+//! refuses at once (RESOURCE_EXHAUSTED); work whose deadline passes or whose client leaves while it
+//! waits is dropped before it reaches the device. No candle work runs on the async runtime.
 
+pub mod policy;
 mod worker;
 
-pub use worker::{spawn_worker, WorkerConfig};
-
 use crate::error::{Error, Result};
-use crate::mri::{
-    dc::DcMode,
-    recon::{CartesianSlice, SliceOutput},
-};
-use tokio::sync::{mpsc, oneshot};
+use crate::metrics::Metrics;
+use crate::models::{Engine, Input, Output};
+pub use policy::Priority;
+use policy::{BatchConfig, Entry, Queues, Rejected, Waiting};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+use tokio::sync::oneshot;
 
-/// A reconstruction of one Cartesian slice.
-pub struct ReconJob {
-    pub model: String,
-    pub slice: CartesianSlice,
-    pub dc: DcMode,
-}
-
-/// The result returned to the handler.
-pub struct ReconResult {
-    pub output: SliceOutput,
+/// The result of one item, with its timings.
+pub struct Done {
+    pub output: Output,
+    pub queue_seconds: f32,
+    /// The batch's compute time divided by its size.
     pub compute_seconds: f32,
+    pub batch_size: usize,
 }
 
-pub struct Job {
-    pub work: ReconJob,
-    pub reply: oneshot::Sender<Result<ReconResult>>,
-    /// The request's span, entered on the worker so its logs carry the request id.
-    pub span: tracing::Span,
+pub type Reply = oneshot::Receiver<Result<Done>>;
+
+/// How a request's items are scheduled.
+#[derive(Debug, Clone, Copy)]
+pub struct JobOptions {
+    pub priority: Priority,
+    /// Work not started by then is dropped with DEADLINE_EXCEEDED.
+    pub deadline: Option<Instant>,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            priority: Priority::Normal,
+            deadline: None,
+        }
+    }
+}
+
+struct Job {
+    input: Input,
+    reply: oneshot::Sender<Result<Done>>,
+    /// The request's span, entered on the worker so its logs carry the request's fields.
+    span: tracing::Span,
+}
+
+impl Waiting for Job {
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+struct State {
+    queues: Queues<Job>,
+    closed: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    engines: Vec<Box<dyn Engine>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the queues inconsistent (every mutation is a
+        // single push or remove), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn name(&self, model: usize) -> &str {
+        &self.engines[model].info().name
+    }
+
+    fn record_depth(&self, state: &State, model: usize) {
+        self.metrics
+            .queue_depth
+            .get_or_create(&Metrics::model(self.name(model)))
+            .set(state.queues.model_len(model) as i64);
+    }
 }
 
 /// The handle the API layer holds: cheap to clone.
 #[derive(Clone)]
 pub struct Scheduler {
-    tx: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
+}
+
+/// Scheduler settings: one [`BatchConfig`] per engine, the server-wide queue limit and the number
+/// of worker threads.
+pub struct SchedulerConfig {
+    pub batching: Vec<BatchConfig>,
+    pub capacity: usize,
+    pub workers: usize,
 }
 
 impl Scheduler {
-    pub fn new(tx: mpsc::Sender<Job>) -> Self {
-        Scheduler { tx }
+    /// Starts `config.workers` device worker threads serving `engines`.
+    pub fn start(
+        engines: Vec<Box<dyn Engine>>,
+        config: SchedulerConfig,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Self> {
+        assert_eq!(engines.len(), config.batching.len());
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queues: Queues::new(&config.batching, config.capacity.max(1)),
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            engines,
+            metrics,
+        });
+        for id in 0..config.workers.max(1) {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("inferd-worker-{id}"))
+                .spawn(move || worker::run(&shared))?;
+        }
+        Ok(Scheduler { shared })
     }
 
-    /// Queues a job, refusing at once when the queue is full. The receiver yields the result.
-    pub fn submit(&self, work: ReconJob) -> Result<oneshot::Receiver<Result<ReconResult>>> {
-        let (reply, rx) = oneshot::channel();
-        let job = Job {
-            work,
-            reply,
-            span: tracing::Span::current(),
-        };
-        match self.tx.try_send(job) {
-            Ok(()) => Ok(rx),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(Error::ResourceExhausted(format!(
-                "the reconstruction queue is full ({} jobs waiting); retry later",
-                self.tx.max_capacity()
-            ))),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                Err(Error::Unavailable("the device worker has stopped".into()))
-            }
+    pub fn batch_config(&self, model: usize) -> BatchConfig {
+        *self.shared.lock().queues.config(model)
+    }
+
+    /// Queues all `inputs` of one request for `model`, or refuses them all at once.
+    pub fn submit(
+        &self,
+        model: usize,
+        inputs: Vec<Input>,
+        options: JobOptions,
+    ) -> Result<Vec<Reply>> {
+        let now = Instant::now();
+        if options.deadline.is_some_and(|d| d <= now) {
+            return Err(Error::DeadlineExceeded(
+                "the request's deadline passed before it was queued".into(),
+            ));
         }
+        let span = tracing::Span::current();
+        let mut replies = Vec::with_capacity(inputs.len());
+        let entries = inputs
+            .into_iter()
+            .map(|input| {
+                let (reply, rx) = oneshot::channel();
+                replies.push(rx);
+                Entry {
+                    key: input.batch_key(),
+                    item: Job {
+                        input,
+                        reply,
+                        span: span.clone(),
+                    },
+                    priority: options.priority,
+                    enqueued: now,
+                    deadline: options.deadline,
+                }
+            })
+            .collect();
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(Error::Unavailable("the server is shutting down".into()));
+        }
+        let name = self.shared.name(model);
+        state.queues.push(model, entries).map_err(|r| match r {
+            Rejected::ModelFull { waiting, capacity } => Error::ResourceExhausted(format!(
+                "model {name} has {waiting} items waiting (limit {capacity}); retry later"
+            )),
+            Rejected::ServerFull { waiting, capacity } => Error::ResourceExhausted(format!(
+                "the server has {waiting} items waiting (limit {capacity}); retry later"
+            )),
+        })?;
+        self.shared.record_depth(&state, model);
+        drop(state);
+        self.shared.wake.notify_all();
+        Ok(replies)
+    }
+
+    /// Stops the workers once the queued work is done; later submissions are refused.
+    pub fn close(&self) {
+        self.shared.lock().closed = true;
+        self.shared.wake.notify_all();
     }
 }

@@ -1,151 +1,155 @@
-//! The device worker: an OS thread that owns the models and runs jobs from the queue.
+//! The device worker loop: take the next batch from the policy, run it on the model, answer each
+//! item. Several workers may share the queues (CPU); each runs one batch at a time.
 
-use super::{Job, ReconResult};
-use crate::error::{Error, Result};
-use crate::models::{describe_device, ModelInfo, ModelSpec, ReconEngine};
-use crate::mri::recon;
-use candle_core::Device;
-use std::collections::HashMap;
+use super::policy::{DropReason, Entry, Next};
+use super::{Done, Job, Shared};
+use crate::error::Error;
+use crate::metrics::{DropLabels, Metrics};
 use std::time::Instant;
-use tokio::sync::mpsc;
 
-pub struct WorkerConfig {
-    pub device: Device,
-    pub models: Vec<ModelSpec>,
-    /// Most slices run through the network together.
-    pub max_batch: usize,
+pub(super) fn run(shared: &Shared) {
+    while let Some((model, entries)) = next_batch(shared) {
+        run_batch(shared, model, entries);
+    }
 }
 
-/// Loads the models on a new thread and starts serving `rx`. Returns the loaded models' descriptions
-/// once loading has finished (or the first load error).
-pub fn spawn_worker(
-    config: WorkerConfig,
-    rx: mpsc::Receiver<Job>,
-) -> anyhow::Result<Vec<ModelInfo>> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new().name("inferd-device-0".into()).spawn(move || {
-        let mut engines = HashMap::new();
-        let mut infos = Vec::new();
-        for spec in &config.models {
-            match ReconEngine::load(&spec.source, &config.device) {
-                Ok(engine) => {
-                    let info = engine.info(&spec.name);
-                    tracing::info!(model = %spec.name, parameters = info.parameters, device = %describe_device(&config.device), "model loaded");
-                    infos.push(info);
-                    engines.insert(spec.name.clone(), engine);
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(anyhow::anyhow!("model {}: {e}", spec.name)));
-                    return;
-                }
-            }
-        }
-        let _ = ready_tx.send(Ok(infos));
-        run(engines, rx, config.max_batch.max(1));
-    })?;
-    ready_rx
-        .recv()
-        .map_err(|_| anyhow::anyhow!("the device worker died while loading models"))?
-}
-
-fn run(engines: HashMap<String, ReconEngine>, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
-    let mut held: Option<Job> = None;
+/// Blocks until a batch is ready; `None` once the scheduler is closed and drained.
+fn next_batch(shared: &Shared) -> Option<(usize, Vec<Entry<Job>>)> {
+    let mut state = shared.lock();
     loop {
-        let first = match held.take() {
-            Some(j) => j,
-            None => match rx.blocking_recv() {
-                Some(j) => j,
-                None => return, // every sender dropped: the server is shutting down
-            },
-        };
-        if first.reply.is_closed() {
-            continue;
+        let now = Instant::now();
+        for (model, entry, reason) in state.queues.remove_dropped(now) {
+            drop_entry(shared, model, entry, reason);
+            shared.record_depth(&state, model);
         }
-        // Gather more ready jobs of the same model and size, without waiting.
-        let key = (
-            first.work.model.clone(),
-            first.work.slice.ny,
-            first.work.slice.nx,
-        );
-        let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(j) if j.reply.is_closed() => continue,
-                Ok(j)
-                    if j.work.model == key.0
-                        && (j.work.slice.ny, j.work.slice.nx) == (key.1, key.2) =>
-                {
-                    batch.push(j)
-                }
-                Ok(j) => {
-                    held = Some(j);
-                    break;
-                }
-                Err(_) => break,
+        match state.queues.next_batch(now) {
+            Next::Batch { model, entries } => {
+                shared.record_depth(&state, model);
+                return Some((model, entries));
+            }
+            Next::WaitUntil(t) => {
+                let wait = t.saturating_duration_since(now);
+                state = shared
+                    .wake
+                    .wait_timeout(state, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            Next::Idle if state.closed => return None,
+            Next::Idle => {
+                state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
             }
         }
-        let engine = engines.get(&key.0);
-        run_batch(engine, batch);
     }
 }
 
-fn run_batch(engine: Option<&ReconEngine>, batch: Vec<Job>) {
-    let start = Instant::now();
-    let n = batch.len();
-    let model = batch[0].work.model.clone();
-    let (ny, nx) = (batch[0].work.slice.ny, batch[0].work.slice.nx);
-    let mut slices = Vec::with_capacity(n);
-    let (mut modes, mut spans, mut replies) = (
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
-        Vec::with_capacity(n),
+fn drop_entry(shared: &Shared, model: usize, entry: Entry<Job>, reason: DropReason) {
+    let reason_label = match reason {
+        DropReason::Expired => "expired",
+        DropReason::Abandoned => "abandoned",
+    };
+    shared
+        .metrics
+        .dropped
+        .get_or_create(&DropLabels {
+            model: shared.name(model).to_string(),
+            reason: reason_label.to_string(),
+        })
+        .inc();
+    let job = entry.item;
+    let _g = job.span.enter();
+    tracing::debug!(
+        reason = reason_label,
+        "queued item dropped before the device"
     );
-    for job in batch {
-        slices.push(job.work.slice);
-        modes.push(job.work.dc);
-        spans.push(job.span);
-        replies.push(job.reply);
+    if reason == DropReason::Expired {
+        let _ = job.reply.send(Err(Error::DeadlineExceeded(format!(
+            "the deadline passed after {:.3} s in the queue, before the work started",
+            entry.enqueued.elapsed().as_secs_f32()
+        ))));
     }
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-        || -> Result<Vec<recon::SliceOutput>> {
-            let engine =
-                engine.ok_or_else(|| Error::NotFound(format!("model {model} is not loaded")))?;
-            let prepared: Vec<recon::Prepared> = slices.into_iter().map(recon::prepare).collect();
-            let inputs: Vec<&[f32]> = prepared.iter().map(|p| p.net_input.as_slice()).collect();
-            let outputs = engine.run(&inputs, ny, nx)?;
-            Ok(prepared
-                .into_iter()
-                .zip(outputs)
-                .zip(&modes)
-                .map(|((p, o), &dc)| recon::finish(p, &o, dc))
-                .collect())
-        },
-    ));
-    let per_slice = start.elapsed().as_secs_f32() / n as f32;
+}
+
+fn run_batch(shared: &Shared, model: usize, entries: Vec<Entry<Job>>) {
+    let engine = &shared.engines[model];
+    let name = engine.info().name.as_str();
+    let label = Metrics::model(name);
+    let start = Instant::now();
+    let n = entries.len();
+    let mut inputs = Vec::with_capacity(n);
+    let mut waiting = Vec::with_capacity(n);
+    for e in entries {
+        let queued = start.duration_since(e.enqueued).as_secs_f32();
+        shared
+            .metrics
+            .queue_seconds
+            .get_or_create(&label)
+            .observe(queued as f64);
+        inputs.push(e.item.input);
+        waiting.push((e.item.reply, e.item.span, queued));
+    }
+    shared
+        .metrics
+        .batch_size
+        .get_or_create(&label)
+        .observe(n as f64);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run(inputs)));
+    let elapsed = start.elapsed().as_secs_f32();
+    shared
+        .metrics
+        .compute_seconds
+        .get_or_create(&label)
+        .observe(elapsed as f64);
+    let per_item = elapsed / n as f32;
     match outcome {
-        Ok(Ok(outputs)) => {
-            for ((output, reply), span) in outputs.into_iter().zip(replies).zip(&spans) {
+        Ok(Ok(outputs)) if outputs.len() == n => {
+            for (output, (reply, span, queued)) in outputs.into_iter().zip(waiting) {
                 let _g = span.enter();
-                tracing::debug!(seconds = per_slice, batch = n, "slice reconstructed");
-                let _ = reply.send(Ok(ReconResult {
+                tracing::debug!(
+                    model = name,
+                    seconds = per_item,
+                    queued,
+                    batch = n,
+                    "item done"
+                );
+                let _ = reply.send(Ok(Done {
                     output,
-                    compute_seconds: per_slice,
+                    queue_seconds: queued,
+                    compute_seconds: per_item,
+                    batch_size: n,
                 }));
             }
         }
+        Ok(Ok(outputs)) => fail_all(
+            waiting,
+            Error::Internal(format!(
+                "model {name} returned {} outputs for {n} inputs",
+                outputs.len()
+            )),
+        ),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "reconstruction failed");
-            for reply in replies {
-                let _ = reply.send(Err(e.clone()));
-            }
+            tracing::warn!(model = name, error = %e, "batch failed");
+            fail_all(waiting, e);
         }
         Err(_) => {
-            tracing::error!("reconstruction panicked; the worker continues");
-            for reply in replies {
-                let _ = reply.send(Err(Error::Internal(
-                    "reconstruction failed unexpectedly (internal error)".into(),
-                )));
-            }
+            tracing::error!(model = name, "batch panicked; the worker continues");
+            fail_all(
+                waiting,
+                Error::Internal("inference failed unexpectedly (internal error)".into()),
+            );
         }
+    }
+}
+
+fn fail_all(
+    waiting: Vec<(
+        tokio::sync::oneshot::Sender<crate::error::Result<Done>>,
+        tracing::Span,
+        f32,
+    )>,
+    e: Error,
+) {
+    for (reply, _, _) in waiting {
+        let _ = reply.send(Err(e.clone()));
     }
 }

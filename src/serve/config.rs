@@ -1,47 +1,175 @@
 //! Server configuration: one struct, every field settable by flag or environment variable.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
-    /// Address to listen on.
+    /// Address to listen on for gRPC.
     #[arg(long, env = "INFERD_ADDR", default_value = "0.0.0.0:50051")]
     pub addr: SocketAddr,
+    /// Address of the HTTP endpoint serving Prometheus `/metrics` (and `/live`, `/ready`).
+    #[arg(long, env = "INFERD_METRICS_ADDR", default_value = "0.0.0.0:9090")]
+    pub metrics_addr: Option<SocketAddr>,
     /// Compute device: auto (CUDA when built with it and present, else CPU), cpu, or cuda:N.
     #[arg(long, env = "INFERD_DEVICE", default_value = "auto")]
     pub device: String,
     /// Extra models as NAME=FILE.safetensors (repeat, or comma-separate in INFERD_MODELS).
     #[arg(long = "model", env = "INFERD_MODELS", value_delimiter = ',')]
     pub models: Vec<crate::models::ModelSpec>,
-    /// Reconstruction model used when a request names none (default: the shipped recon-lite).
+    /// Reconstruction model used when a request names none, and served as KServe model `recon`
+    /// (default: the shipped recon-lite).
     #[arg(long, env = "INFERD_DEFAULT_MODEL")]
     pub default_model: Option<String>,
     /// Largest accepted gRPC message, in MiB (one multi-coil slice must fit).
     #[arg(long, env = "INFERD_MAX_MESSAGE_MB", default_value_t = 64)]
     pub max_message_mb: usize,
-    /// Slices that may wait for the device before new ones are refused with RESOURCE_EXHAUSTED.
-    #[arg(long, env = "INFERD_QUEUE_CAPACITY", default_value_t = 64)]
+    /// Items (slices, sample requests) that may wait for the device, all models together, before new
+    /// requests are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "INFERD_QUEUE_CAPACITY", default_value_t = 256)]
     pub queue_capacity: usize,
-    /// Most slices of one model and size run through the network together.
-    #[arg(long, env = "INFERD_MAX_BATCH", default_value_t = 4)]
-    pub max_batch: usize,
+    /// The same limit for each model.
+    #[arg(long, env = "INFERD_MODEL_QUEUE_CAPACITY", default_value_t = 64)]
+    pub model_queue_capacity: usize,
+    /// Most items of one model and shape run through the network together (default: per family,
+    /// 4 for reconstruction).
+    #[arg(long, env = "INFERD_MAX_BATCH")]
+    pub max_batch: Option<usize>,
+    /// Longest the first item of a batch waits for more, in milliseconds (default: per family, 0
+    /// for reconstruction).
+    #[arg(long, env = "INFERD_MAX_QUEUE_DELAY_MS")]
+    pub max_queue_delay_ms: Option<f64>,
+    /// Per-model batching as NAME=MAX_BATCH:DELAY_MS (repeat, or comma-separate), overriding the
+    /// two settings above for that model.
+    #[arg(long = "batching", env = "INFERD_BATCHING", value_delimiter = ',')]
+    pub batching: Vec<ModelBatching>,
+    /// Device worker threads taking batches from the queues (CPU: more workers run batches of
+    /// different models side by side; use 1 on a GPU).
+    #[arg(long, env = "INFERD_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Threads candle's CPU kernels use (default: all cores).
+    #[arg(long, env = "INFERD_CPU_THREADS")]
+    pub cpu_threads: Option<usize>,
     /// Slices of one stream in flight at once (later slices wait, which slows the client down).
     #[arg(long, env = "INFERD_STREAM_INFLIGHT", default_value_t = 4)]
     pub stream_inflight: usize,
+    /// Server certificate chain (PEM); with --tls-key, serves gRPC over TLS.
+    #[arg(long, env = "INFERD_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key of the server certificate (PEM).
+    #[arg(long, env = "INFERD_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA bundle (PEM) for mutual TLS: clients must present a certificate signed by it.
+    #[arg(long, env = "INFERD_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// File holding a bearer token every RPC except health checks must carry
+    /// (`authorization: Bearer TOKEN`).
+    #[arg(long, env = "INFERD_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// The bearer token itself (prefer the file; environment values are hidden from --help).
+    #[arg(long, env = "INFERD_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<Secret>,
+    /// On SIGTERM, how long in-flight requests and streams may take to finish, in seconds.
+    #[arg(long, env = "INFERD_SHUTDOWN_GRACE_S", default_value_t = 30)]
+    pub shutdown_grace_s: u64,
 }
 
 impl ServeConfig {
-    /// Defaults for tests and embedding: loopback, CPU, shipped model.
+    /// Defaults for tests and embedding: loopback, CPU, shipped model, no metrics port.
     pub fn for_tests() -> Self {
         ServeConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
+            metrics_addr: None,
             device: "cpu".into(),
             models: Vec::new(),
             default_model: None,
             max_message_mb: 64,
-            queue_capacity: 64,
-            max_batch: 4,
+            queue_capacity: 256,
+            model_queue_capacity: 64,
+            max_batch: None,
+            max_queue_delay_ms: None,
+            batching: Vec::new(),
+            workers: 1,
+            cpu_threads: None,
             stream_inflight: 4,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            auth_token_file: None,
+            auth_token: None,
+            shutdown_grace_s: 30,
         }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_s)
+    }
+}
+
+/// `NAME=MAX_BATCH:DELAY_MS` as given to `--batching`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelBatching {
+    pub model: String,
+    pub max_batch: usize,
+    pub max_delay: Duration,
+}
+
+impl std::str::FromStr for ModelBatching {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("expected NAME=MAX_BATCH:DELAY_MS (e.g. lightsb=64:2), got {s:?}");
+        let (model, rest) = s.split_once('=').ok_or_else(bad)?;
+        let (batch, delay) = rest.split_once(':').ok_or_else(bad)?;
+        let max_batch: usize = batch.parse().map_err(|_| bad())?;
+        let delay_ms: f64 = delay.parse().map_err(|_| bad())?;
+        if model.is_empty() || max_batch == 0 || !(0.0..=60_000.0).contains(&delay_ms) {
+            return Err(bad());
+        }
+        Ok(ModelBatching {
+            model: model.to_string(),
+            max_batch,
+            max_delay: Duration::from_secs_f64(delay_ms / 1000.0),
+        })
+    }
+}
+
+/// A secret string: never printed by `Debug` (configs get logged).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batching_flag_parses_and_rejects() {
+        let b: ModelBatching = "lightsb=64:2.5".parse().unwrap();
+        assert_eq!(b.model, "lightsb");
+        assert_eq!(b.max_batch, 64);
+        assert_eq!(b.max_delay, Duration::from_micros(2500));
+        for bad in ["lightsb", "x=0:1", "x=4", "=4:1", "x=4:-1"] {
+            assert!(bad.parse::<ModelBatching>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let mut c = ServeConfig::for_tests();
+        c.auth_token = Some(Secret("hunter2".into()));
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -1,19 +1,37 @@
-//! The server: loads the models onto the device worker, then serves gRPC (reconstruction, standard
-//! health checking and server reflection) until shutdown.
+//! The server: gRPC (inferd's reconstruction API, the KServe v2 inference protocol, standard health
+//! checking and server reflection) plus an HTTP side port for Prometheus metrics.
+//!
+//! Start-up: the port answers at once with health NOT_SERVING while the models load and warm up on
+//! a blocking thread; then the scheduler starts and health turns SERVING. Shutdown (the `shutdown`
+//! future, i.e. SIGTERM or Ctrl-C in the binary): health turns NOT_SERVING, no new calls are
+//! accepted, running calls and streams finish within the grace period, then `serve` returns.
 
+pub mod auth;
 pub mod config;
+mod http_port;
+mod kserve;
 mod recon_service;
+pub mod state;
 
 pub use config::ServeConfig;
 
+use crate::api::kserve::pb::grpc_inference_service_server::GrpcInferenceServiceServer;
 use crate::api::{pb::reconstruction_server::ReconstructionServer, validate::Limits};
-use crate::models::{self, ModelSpec, WeightsSource, DEFAULT_RECON_MODEL};
-use crate::sched::{spawn_worker, Scheduler, WorkerConfig};
-use recon_service::ReconService;
+use crate::metrics::Metrics;
+use crate::models::{self, Engine, Family, ModelSpec, WeightsSource, DEFAULT_RECON_MODEL};
+use crate::sched::{policy::BatchConfig, Scheduler, SchedulerConfig};
+use auth::TokenCheck;
+use state::{Loaded, ServerState};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
+use tonic_health::ServingStatus;
 
 /// Builds the list of models to load: the shipped default (when embedded) plus the user's.
 fn model_specs(config: &ServeConfig) -> anyhow::Result<Vec<ModelSpec>> {
@@ -39,54 +57,156 @@ fn model_specs(config: &ServeConfig) -> anyhow::Result<Vec<ModelSpec>> {
     Ok(specs)
 }
 
-/// Serves on `listener` until `shutdown` resolves.
+/// Each model's batching: the family default, then the global flags, then `--batching NAME=...`.
+fn batch_configs(
+    config: &ServeConfig,
+    engines: &[Box<dyn Engine>],
+) -> anyhow::Result<Vec<BatchConfig>> {
+    for b in &config.batching {
+        anyhow::ensure!(
+            engines.iter().any(|e| e.info().name == b.model),
+            "--batching names model {}, which is not loaded",
+            b.model
+        );
+    }
+    Ok(engines
+        .iter()
+        .map(|e| {
+            let info = e.info();
+            let mut c = BatchConfig {
+                max_batch: config.max_batch.unwrap_or(info.default_batching.max_batch),
+                max_delay: config
+                    .max_queue_delay_ms
+                    .map(|ms| std::time::Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+                    .unwrap_or(info.default_batching.max_delay),
+                capacity: config.model_queue_capacity.max(1),
+            };
+            if let Some(b) = config.batching.iter().find(|b| b.model == info.name) {
+                c.max_batch = b.max_batch;
+                c.max_delay = b.max_delay;
+            }
+            c.max_batch = c.max_batch.max(1);
+            c
+        })
+        .collect())
+}
+
+/// The default reconstruction model: the configured one, else the shipped one, else the first.
+fn default_recon(
+    config: &ServeConfig,
+    engines: &[Box<dyn Engine>],
+) -> anyhow::Result<Option<usize>> {
+    let recon = |e: &Box<dyn Engine>| e.info().family == Family::Recon;
+    if let Some(name) = &config.default_model {
+        let i = engines
+            .iter()
+            .position(|e| &e.info().name == name)
+            .ok_or_else(|| {
+                anyhow::anyhow!("default model {name} is not among the loaded models")
+            })?;
+        anyhow::ensure!(
+            recon(&engines[i]),
+            "default model {name} is not a reconstruction model"
+        );
+        return Ok(Some(i));
+    }
+    Ok(engines
+        .iter()
+        .position(|e| recon(e) && e.info().name == DEFAULT_RECON_MODEL)
+        .or_else(|| engines.iter().position(recon)))
+}
+
+/// Loads and warms up every model (blocking; run off the async runtime).
+fn load_engines(
+    specs: &[ModelSpec],
+    device: &candle_core::Device,
+) -> anyhow::Result<Vec<Box<dyn Engine>>> {
+    let mut engines = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let start = Instant::now();
+        let engine =
+            models::load(spec, device).map_err(|e| anyhow::anyhow!("model {}: {e}", spec.name))?;
+        engine
+            .warm_up()
+            .map_err(|e| anyhow::anyhow!("model {} failed its warm-up run: {e}", spec.name))?;
+        let info = engine.info();
+        tracing::info!(model = %info.name, family = info.family.as_str(), parameters = info.parameters, device = %models::describe_device(device), seconds = start.elapsed().as_secs_f32(), "model loaded and warmed up");
+        engines.push(engine);
+    }
+    Ok(engines)
+}
+
+fn health_names() -> [&'static str; 3] {
+    [
+        "",
+        <ReconstructionServer<recon_service::ReconService> as NamedService>::NAME,
+        <GrpcInferenceServiceServer<kserve::KServeService> as NamedService>::NAME,
+    ]
+}
+
+async fn set_health(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    for name in health_names() {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Serves gRPC on `listener` (and metrics on `config.metrics_addr`) until `shutdown` resolves.
 pub async fn serve(
     config: ServeConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let metrics = match config.metrics_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?,
+        ),
+        None => None,
+    };
+    serve_with(config, listener, metrics, shutdown).await
+}
+
+/// [`serve`] with the metrics listener given (tests bind port 0).
+pub async fn serve_with(
+    config: ServeConfig,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let device = models::select_device(&config.device)?;
     tracing::info!(device = %models::describe_device(&device), requested = %config.device, "compute device selected");
     let specs = model_specs(&config)?;
-    let default_model = config.default_model.clone().unwrap_or_else(|| {
-        specs
-            .iter()
-            .find(|s| s.name == DEFAULT_RECON_MODEL)
-            .unwrap_or(&specs[0])
-            .name
-            .clone()
-    });
-    anyhow::ensure!(
-        specs.iter().any(|s| s.name == default_model),
-        "default model {default_model} is not among the loaded models"
-    );
-    let (tx, rx) = tokio::sync::mpsc::channel(config.queue_capacity.max(1));
-    let worker = WorkerConfig {
-        device,
-        models: specs,
-        max_batch: config.max_batch,
-    };
-    let infos = tokio::task::spawn_blocking(move || spawn_worker(worker, rx)).await??;
+    let token = TokenCheck::from_config(&config)?;
+    let tls = auth::tls_config(&config)?;
+    let metrics = Arc::new(Metrics::default());
+    let state = Arc::new(ServerState::new(
+        metrics.clone(),
+        Limits::default(),
+        config.stream_inflight,
+    ));
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::NotServing).await;
 
     let max_message = config.max_message_mb.max(1) * 1024 * 1024;
-    let recon = ReconService {
-        scheduler: Scheduler::new(tx),
-        models: Arc::new(infos),
-        default_model,
-        limits: Limits::default(),
-        stream_inflight: config.stream_inflight,
-    };
-    let recon = ReconstructionServer::new(recon)
-        .max_decoding_message_size(max_message)
-        .max_encoding_message_size(max_message);
+    let recon = ReconstructionServer::new(recon_service::ReconService {
+        state: state.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Zstd)
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(max_message);
+    let kserve = GrpcInferenceServiceServer::new(kserve::KServeService {
+        state: state.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Zstd)
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(max_message);
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<ReconstructionServer<ReconService>>()
-        .await;
-
-    // Server reflection lets grpcurl and similar tools list and call the API without the .proto files.
-    // Both protocol versions: older grpcurl and grpcio clients speak v1alpha.
+    // Server reflection lets grpcurl and similar tools list and call the APIs without the .proto
+    // files. Both protocol versions: older grpcurl and grpcio clients speak v1alpha.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::api::pb::FILE_DESCRIPTOR_SET)
@@ -94,21 +214,114 @@ pub async fn serve(
     };
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
+    let guard = |t: TokenCheck| move |req| t.check(req);
 
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, max_message_mb = config.max_message_mb, "inferd listening");
-    tonic::transport::Server::builder()
+    let metrics_task = metrics_listener.map(|l| {
+        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics on http://ADDR/metrics");
+        tokio::spawn(http_port::serve(l, state.clone()))
+    });
+    tracing::info!(%addr, tls = tls.is_some(), mutual_tls = config.tls_client_ca.is_some(), auth = token.enabled(), max_message_mb = config.max_message_mb, "inferd listening");
+
+    // Shutdown: flip health and readiness first, then stop accepting calls.
+    let (drain_tx, drain_rx) = watch::channel(false);
+    {
+        let (health, state) = (health.clone(), state.clone());
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: health NOT_SERVING, finishing in-flight calls");
+            state.start_draining();
+            set_health(&health, ServingStatus::NotServing).await;
+            let _ = drain_tx.send(true);
+        });
+    }
+    let draining = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|d| *d).await;
+    };
+
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted::<tonic::body::Body>,
         ))
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(recon)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await?;
-    tracing::info!("inferd stopped");
-    Ok(())
+        .add_service(InterceptedService::new(reflection_v1, guard(token.clone())))
+        .add_service(InterceptedService::new(
+            reflection_v1alpha,
+            guard(token.clone()),
+        ))
+        .add_service(InterceptedService::new(recon, guard(token.clone())))
+        .add_service(InterceptedService::new(kserve, guard(token)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining(drain_rx.clone()));
+    tokio::pin!(server);
+
+    let loader = {
+        let (state, health, config) = (state.clone(), health.clone(), config.clone());
+        async move {
+            let engines =
+                tokio::task::spawn_blocking(move || load_engines(&specs, &device)).await??;
+            let batching = batch_configs(&config, &engines)?;
+            let default_recon = default_recon(&config, &engines)?;
+            let models = engines.iter().map(|e| e.info().clone()).collect();
+            let scheduler = Scheduler::start(
+                engines,
+                SchedulerConfig {
+                    batching,
+                    capacity: config.queue_capacity,
+                    workers: config.workers,
+                },
+                state.metrics.clone(),
+            )?;
+            state.set_loaded(Loaded {
+                models,
+                scheduler,
+                default_recon,
+            });
+            if state.ready() {
+                set_health(&health, ServingStatus::Serving).await;
+                tracing::info!("ready: health SERVING");
+            }
+            anyhow::Ok(())
+        }
+    };
+    tokio::pin!(loader);
+    let grace = config.shutdown_grace();
+    let grace_over = async move {
+        draining(drain_rx).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::pin!(grace_over);
+
+    let mut loading = true;
+    let outcome = loop {
+        tokio::select! {
+            r = &mut server => break r.map_err(anyhow::Error::from),
+            r = &mut loader, if loading => {
+                loading = false;
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "start-up failed");
+                    break Err(e);
+                }
+            }
+            _ = &mut grace_over => {
+                tracing::warn!(grace_s = grace.as_secs(), "grace period over; stopping with calls still running");
+                break Ok(());
+            }
+        }
+    };
+    if let Some(loaded) = state.loaded_opt() {
+        loaded.scheduler.close();
+    }
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    if outcome.is_ok() {
+        tracing::info!("inferd stopped");
+    }
+    outcome
 }
 
 /// A unary request over the message limit is refused by tonic before any handler runs, with

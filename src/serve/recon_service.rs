@@ -1,29 +1,27 @@
 //! The `inferd.v1.Reconstruction` gRPC service: validation, submission to the scheduler, and the
 //! ordered streaming of results.
 
+use super::state::{self, ServerState};
 use crate::api::pb::{self, recon_request, recon_response, reconstruction_server::Reconstruction};
 use crate::api::{tensor, validate};
 use crate::error::{normalise_transport_status, Error};
 use crate::invalid;
-use crate::models::ModelInfo;
+use crate::metrics::RequestGuard;
+use crate::models::{Family, Input, Output};
 use crate::mri::masks::sampled_fraction;
-use crate::sched::{ReconJob, ReconResult, Scheduler};
+use crate::sched::{Done, JobOptions, Reply, Scheduler};
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
 pub struct ReconService {
-    pub scheduler: Scheduler,
-    pub models: Arc<Vec<ModelInfo>>,
-    pub default_model: String,
-    pub limits: validate::Limits,
-    pub stream_inflight: usize,
+    pub state: Arc<ServerState>,
 }
 
-type ResultRx = oneshot::Receiver<crate::error::Result<ReconResult>>;
+type ResultRx = Reply;
 
 /// What the reader hands the writer, in slice order.
 enum Pending {
@@ -35,28 +33,24 @@ enum Pending {
     Fail(Status),
 }
 
-fn slice_image(
-    plan: &validate::ReconPlan,
-    index: u32,
-    fraction: f32,
-    r: ReconResult,
-) -> pb::SliceImage {
+fn slice_image(plan: &validate::ReconPlan, index: u32, fraction: f32, r: Done) -> pb::SliceImage {
     let shape = [plan.ny, plan.nx];
+    let Output::Recon(output) = r.output;
     pb::SliceImage {
         index,
-        magnitude: Some(tensor::encode_f32(&shape, &r.output.magnitude)),
+        magnitude: Some(tensor::encode_f32(&shape, &output.magnitude)),
         complex: plan
             .return_complex
-            .then(|| tensor::encode_c64(&shape, &r.output.complex)),
+            .then(|| tensor::encode_c64(&shape, &output.complex)),
         zero_filled: plan
             .return_zero_filled
-            .then(|| tensor::encode_f32(&shape, &r.output.zero_filled)),
+            .then(|| tensor::encode_f32(&shape, &output.zero_filled)),
         compute_seconds: r.compute_seconds,
         sampled_fraction: fraction,
     }
 }
 
-async fn await_result(rx: ResultRx) -> Result<ReconResult, Status> {
+async fn await_result(rx: ResultRx) -> Result<Done, Status> {
     match rx.await {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(e)) => Err(e.into()),
@@ -68,6 +62,7 @@ impl ReconService {
     /// Reads the header and the slices, submitting each slice as it arrives.
     async fn read_stream(
         scheduler: Scheduler,
+        options: JobOptions,
         plan: validate::ReconPlan,
         mut inbound: Streaming<pb::ReconRequest>,
         pending: mpsc::Sender<Pending>,
@@ -108,16 +103,12 @@ impl ReconService {
                                 next_index = s.index as usize + 1;
                                 received += 1;
                                 let fraction = sampled_fraction(&slice.mask);
-                                let job = ReconJob {
-                                    model: plan.model.clone(),
-                                    slice,
-                                    dc: plan.dc,
-                                };
-                                match scheduler.submit(job) {
-                                    Ok(rx) => Pending::Slice {
+                                let input = Input::Recon { slice, dc: plan.dc };
+                                match scheduler.submit(plan.model, vec![input], options) {
+                                    Ok(mut rx) => Pending::Slice {
                                         index: s.index,
                                         fraction,
-                                        rx,
+                                        rx: rx.remove(0),
                                     },
                                     Err(e) => Pending::Fail(e.into()),
                                 }
@@ -144,14 +135,16 @@ impl ReconService {
         }
     }
 
-    /// Awaits results in slice order and forwards them with progress messages.
+    /// Awaits results in slice order and forwards them with progress messages. Returns how the
+    /// stream ended (for the request metrics).
     async fn write_stream(
         plan: validate::ReconPlan,
         mut pending: mpsc::Receiver<Pending>,
         out: mpsc::Sender<Result<pb::ReconResponse, Status>>,
-    ) {
+    ) -> Result<(), Status> {
         let mut done = 0u32;
         let total = plan.slices as u32;
+        let client_gone = || Status::cancelled("the client left before the stream finished");
         while let Some(item) = pending.recv().await {
             let msg = match item {
                 Pending::Fail(s) => Err(s),
@@ -163,12 +156,15 @@ impl ReconService {
                     .await
                     .map(|r| slice_image(&plan, index, fraction, r)),
             };
-            let failed = msg.is_err();
+            if let Err(status) = msg {
+                let _ = out.send(Err(status.clone())).await;
+                return Err(status);
+            }
             let response = msg.map(|img| pb::ReconResponse {
                 msg: Some(recon_response::Msg::Image(img)),
             });
-            if out.send(response).await.is_err() || failed {
-                return; // client gone, or the stream ended with an error
+            if out.send(response).await.is_err() {
+                return Err(client_gone());
             }
             done += 1;
             let progress = pb::ReconResponse {
@@ -178,10 +174,11 @@ impl ReconService {
                 })),
             };
             if out.send(Ok(progress)).await.is_err() {
-                return;
+                return Err(client_gone());
             }
         }
         tracing::info!(slices = done, "reconstruction stream finished");
+        Ok(())
     }
 }
 
@@ -194,6 +191,7 @@ impl Reconstruction for ReconService {
         &self,
         request: Request<Streaming<pb::ReconRequest>>,
     ) -> Result<Response<Self::StreamReconstructStream>, Status> {
+        let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
@@ -206,16 +204,35 @@ impl Reconstruction for ReconService {
             }
             None => return Err(invalid!("the stream must start with a ReconHeader").into()),
         };
-        let plan = validate::plan(&header, &self.models, &self.default_model, &self.limits)?;
-        let span = tracing::info_span!("recon_stream", request_id = %plan.request_id, model = %plan.model, slices = plan.slices, coils = plan.coils, ny = plan.ny, nx = plan.nx);
+        let loaded = self.state.loaded()?;
+        let model = loaded.find_family(&header.model, Family::Recon)?;
+        let plan = validate::plan(&header, model, &self.state.limits)?;
+        let options = state::job_options(&metadata, plan.priority, None);
+        let model_name = loaded.models[model].name.clone();
+        let span = tracing::info_span!("recon_stream", request_id = %plan.request_id, model = %model_name, slices = plan.slices, coils = plan.coils, ny = plan.ny, nx = plan.nx);
         span.in_scope(|| tracing::info!("reconstruction stream started"));
-        let (out_tx, out_rx) = mpsc::channel(2 * self.stream_inflight.max(1));
-        let (pending_tx, pending_rx) = mpsc::channel(self.stream_inflight.max(1));
+        let inflight = self.state.stream_inflight.max(1);
+        let (out_tx, out_rx) = mpsc::channel(2 * inflight);
+        let (pending_tx, pending_rx) = mpsc::channel(inflight);
         tokio::spawn(
-            Self::read_stream(self.scheduler.clone(), plan.clone(), inbound, pending_tx)
-                .instrument(span.clone()),
+            Self::read_stream(
+                loaded.scheduler.clone(),
+                options,
+                plan.clone(),
+                inbound,
+                pending_tx,
+            )
+            .instrument(span.clone()),
         );
-        tokio::spawn(Self::write_stream(plan, pending_rx, out_tx).instrument(span));
+        let state = self.state.clone();
+        tokio::spawn(
+            async move {
+                let guard = RequestGuard::new(&state.metrics, &model_name, "inferd");
+                let result = Self::write_stream(plan, pending_rx, out_tx).await;
+                let _ = guard.finish(result);
+            }
+            .instrument(span),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
     }
 
@@ -223,6 +240,7 @@ impl Reconstruction for ReconService {
         &self,
         request: Request<pb::ReconstructSliceRequest>,
     ) -> Result<Response<pb::SliceImage>, Status> {
+        let metadata = request.metadata().clone();
         let req = request.into_inner();
         let mut header = req
             .header
@@ -231,39 +249,48 @@ impl Reconstruction for ReconService {
             return Err(invalid!("ReconstructSlice takes one slice, header says {}; use StreamReconstruct for volumes", header.slices).into());
         }
         header.slices = 1;
-        let plan = validate::plan(&header, &self.models, &self.default_model, &self.limits)?;
-        let mut s = req
-            .slice
-            .ok_or_else(|| Status::from(invalid!("request has no slice")))?;
-        s.index = 0;
-        let slice = validate::slice(&plan, &s, 0)?;
-        let fraction = sampled_fraction(&slice.mask);
-        let span =
-            tracing::info_span!("recon_slice", request_id = %plan.request_id, model = %plan.model);
-        let rx = span.in_scope(|| {
-            self.scheduler.submit(ReconJob {
-                model: plan.model.clone(),
-                slice,
-                dc: plan.dc,
-            })
-        })?;
-        let result = await_result(rx).instrument(span).await?;
-        Ok(Response::new(slice_image(&plan, 0, fraction, result)))
+        let loaded = self.state.loaded()?;
+        let model = loaded.find_family(&header.model, Family::Recon)?;
+        let name = &loaded.models[model].name;
+        let guard = RequestGuard::new(&self.state.metrics, name, "inferd");
+        let result = async {
+            let plan = validate::plan(&header, model, &self.state.limits)?;
+            let mut s = req
+                .slice
+                .ok_or_else(|| Status::from(invalid!("request has no slice")))?;
+            s.index = 0;
+            let slice = validate::slice(&plan, &s, 0)?;
+            let fraction = sampled_fraction(&slice.mask);
+            let span =
+                tracing::info_span!("recon_slice", request_id = %plan.request_id, model = %name);
+            let options = state::job_options(&metadata, plan.priority, None);
+            let mut rx = span.in_scope(|| {
+                loaded
+                    .scheduler
+                    .submit(model, vec![Input::Recon { slice, dc: plan.dc }], options)
+            })?;
+            let result = await_result(rx.remove(0)).instrument(span).await?;
+            Ok(Response::new(slice_image(&plan, 0, fraction, result)))
+        }
+        .await;
+        guard.finish(result)
     }
 
     async fn list_models(
         &self,
         _: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        let models = self
+        let loaded = self.state.loaded()?;
+        let models = loaded
             .models
             .iter()
-            .map(|m| pb::ModelInfo {
+            .enumerate()
+            .map(|(i, m)| pb::ModelInfo {
                 name: m.name.clone(),
-                family: m.family.to_string(),
+                family: m.family.as_str().to_string(),
                 description: m.description.clone(),
                 parameters: m.parameters,
-                is_default: m.name == self.default_model,
+                is_default: loaded.default_recon == Some(i),
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))

@@ -30,37 +30,51 @@ pub fn bart(args: &[&str], dir: &Path) -> String {
     run(Command::new("bart").args(args).current_dir(dir))
 }
 
-/// A server on 127.0.0.1 with a free port, serving until dropped.
+/// A server on 127.0.0.1 with a free port (and a metrics port), serving until stopped.
 pub struct TestServer {
     pub url: String,
+    pub metrics_url: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl TestServer {
+    /// Starts a server and waits until its health check says SERVING (models loaded, warmed up).
     pub async fn start(config: inferd::serve::ServeConfig) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let metrics_url = format!("http://{}", metrics.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(inferd::serve::serve(config, listener, async move {
-            let _ = rx.await;
-        }));
-        // wait until the server answers health checks
-        for _ in 0..200 {
+        let handle = tokio::spawn(inferd::serve::serve_with(
+            config,
+            listener,
+            Some(metrics),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        for _ in 0..600 {
             if let Ok(ch) = tonic::transport::Channel::from_shared(url.clone())
                 .unwrap()
                 .connect()
                 .await
             {
                 let mut c = tonic_health::pb::health_client::HealthClient::new(ch);
-                if c.check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .is_ok()
-                {
+                let serving = c
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .is_ok_and(|r| {
+                        r.into_inner().status
+                            == tonic_health::pb::health_check_response::ServingStatus::Serving
+                                as i32
+                    });
+                if serving {
                     return TestServer {
                         url,
+                        metrics_url,
                         shutdown: Some(tx),
                         handle: Some(handle),
                     };
@@ -74,6 +88,11 @@ impl TestServer {
         panic!("server did not become healthy");
     }
 
+    /// The Prometheus text from the metrics port.
+    pub fn metrics(&self) -> String {
+        http_get(&format!("{}/metrics", self.metrics_url))
+    }
+
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -82,4 +101,31 @@ impl TestServer {
             h.await.unwrap().unwrap();
         }
     }
+}
+
+/// A plain HTTP/1.1 GET (enough for the metrics port); returns the body.
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "GET {url}: {head}");
+    body.to_string()
+}
+
+/// The value of a Prometheus sample line `name{labels} value` whose name and labels contain all of
+/// `parts`; 0 when absent.
+pub fn metric(text: &str, parts: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && parts.iter().all(|p| l.contains(p)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }

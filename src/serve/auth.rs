@@ -1,0 +1,102 @@
+//! Bearer-token authentication and TLS settings.
+
+use super::config::ServeConfig;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::{Request, Status};
+
+/// Checks `authorization: Bearer TOKEN` on every call it wraps (all services but health). Cloned
+/// into each service; without a token it lets everything through.
+#[derive(Clone)]
+pub struct TokenCheck {
+    token: Option<std::sync::Arc<[u8]>>,
+}
+
+impl TokenCheck {
+    pub fn from_config(config: &ServeConfig) -> anyhow::Result<Self> {
+        let token = match (&config.auth_token_file, &config.auth_token) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("give the auth token either as a file or as a value, not both")
+            }
+            (Some(path), None) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, Some(secret)) => Some(secret.0.clone()),
+            (None, None) => None,
+        };
+        if let Some(t) = &token {
+            anyhow::ensure!(
+                t.len() >= 16,
+                "the auth token is {} characters; use at least 16",
+                t.len()
+            );
+        }
+        Ok(TokenCheck {
+            token: token.map(|t| t.into_bytes().into()),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.token.is_some()
+    }
+
+    #[allow(clippy::result_large_err)]
+    pub fn check(&self, req: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.token else {
+            return Ok(req);
+        };
+        let given = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                Status::unauthenticated("missing credentials: send `authorization: Bearer TOKEN`")
+            })?;
+        if constant_time_eq(given.as_bytes(), expected) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("the bearer token is not valid"))
+        }
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The TLS settings, when a certificate is configured; with a client CA, clients must present a
+/// certificate it signed (mutual TLS).
+pub fn tls_config(config: &ServeConfig) -> anyhow::Result<Option<ServerTlsConfig>> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::PathBuf| {
+        std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+    };
+    let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(read(cert)?, read(key)?));
+    if let Some(ca) = &config.tls_client_ca {
+        tls = tls
+            .client_ca_root(Certificate::from_pem(read(ca)?))
+            .client_auth_optional(false);
+    }
+    Ok(Some(tls))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abcdef", b"abcdef"));
+        assert!(!constant_time_eq(b"abcdef", b"abcdeg"));
+        assert!(!constant_time_eq(b"abc", b"abcdef"));
+    }
+}

@@ -1,0 +1,426 @@
+//! The KServe v2 / Open Inference Protocol service (`inference.GRPCInferenceService`), so that
+//! tritonclient, perf_analyzer and other standard clients work unchanged. Each family's tensors are
+//! turned into scheduler inputs here; the contracts are in `api::kserve` and the README.
+
+use super::state::{self, Loaded, ServerState};
+use crate::api::kserve::{self as wire, pb, Decoded, Params};
+use crate::api::validate::{self, Limits};
+use crate::error::{Error, Result};
+use crate::invalid;
+use crate::metrics::RequestGuard;
+use crate::models::{Family, Input, Output};
+use crate::mri::{dc::DcMode, recon::CartesianSlice};
+use crate::sched::{Done, Priority};
+use num_complex::Complex32;
+use pb::grpc_inference_service_server::GrpcInferenceService;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+pub struct KServeService {
+    pub state: Arc<ServerState>,
+}
+
+/// Models have one version, "1"; an empty version means the same.
+fn check_version(version: &str) -> Result<()> {
+    if version.is_empty() || version == "1" {
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!(
+            "model version {version:?} does not exist; inferd serves version \"1\""
+        )))
+    }
+}
+
+/// Scheduling parameters of a request: `priority` (Triton's levels: 1 high, 2 normal, 0 default =
+/// normal) and `timeout` (microseconds).
+fn scheduling(params: &Params) -> Result<(Priority, Option<Duration>)> {
+    let priority = match params.int("priority")? {
+        None | Some(0) | Some(2) => Priority::Normal,
+        Some(1) => Priority::High,
+        Some(p) => {
+            return Err(invalid!(
+                "priority {p} does not exist; expected 1 (high) or 2 (normal, also 0)"
+            ))
+        }
+    };
+    let timeout = match params.int("timeout")? {
+        None | Some(0) => None,
+        Some(us) if us > 0 => Some(Duration::from_micros(us as u64)),
+        Some(us) => return Err(invalid!("timeout is {us} µs, expected > 0")),
+    };
+    Ok((priority, timeout))
+}
+
+/// `recon`: kspace FP32 [B, C, H, W, 2] and mask FP32 [B, H, W] → one slice per batch item.
+fn recon_inputs(
+    inputs: &HashMap<String, Decoded>,
+    params: &Params,
+    limits: &Limits,
+) -> Result<(Vec<Input>, [usize; 2])> {
+    let k = &inputs["kspace"];
+    let m = &inputs["mask"];
+    let [b, coils, ny, nx, _] = k.shape[..] else {
+        unreachable!("decode_inputs checked the rank")
+    };
+    if m.shape != [b, ny, nx] {
+        return Err(invalid!(
+            "input mask has shape {:?}, expected [{b}, {ny}, {nx}] to match kspace [B, C, H, W, 2]",
+            m.shape
+        ));
+    }
+    for (what, v) in [("H", ny), ("W", nx)] {
+        if v < limits.min_size || v > limits.max_size {
+            return Err(invalid!(
+                "kspace {what} is {v}, expected {} to {}",
+                limits.min_size,
+                limits.max_size
+            ));
+        }
+    }
+    if coils > limits.max_coils {
+        return Err(invalid!(
+            "kspace has {coils} coils, expected at most {}",
+            limits.max_coils
+        ));
+    }
+    let dc = match params.string("data_consistency")?.unwrap_or("hard") {
+        "hard" => DcMode::Hard,
+        "off" => DcMode::Off,
+        "soft" => {
+            let lambda = params.float("lambda")?.unwrap_or(-1.0) as f32;
+            if !(lambda.is_finite() && lambda > 0.0) {
+                return Err(invalid!(
+                    "data_consistency soft needs a parameter lambda > 0 (double)"
+                ));
+            }
+            DcMode::Soft { lambda }
+        }
+        other => {
+            return Err(invalid!(
+                "data_consistency {other:?} is unknown; expected hard, soft or off"
+            ))
+        }
+    };
+    let kspace = k.f32("kspace")?;
+    let mask = m.f32("mask")?;
+    let plane = ny * nx;
+    let per_item = coils * plane;
+    let slices = (0..b)
+        .map(|i| {
+            let item_mask = mask[i * plane..(i + 1) * plane].to_vec();
+            validate::check_mask(&item_mask, &format!("mask[{i}]"))?;
+            let kspace = kspace[2 * i * per_item..2 * (i + 1) * per_item]
+                .chunks_exact(2)
+                .map(|c| Complex32::new(c[0], c[1]))
+                .collect();
+            Ok(Input::Recon {
+                slice: CartesianSlice {
+                    kspace,
+                    mask: item_mask,
+                    coils,
+                    ny,
+                    nx,
+                },
+                dc,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((slices, [ny, nx]))
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Runs one ModelInfer request end to end.
+async fn infer(
+    state: Arc<ServerState>,
+    metadata: MetadataMap,
+    req: pb::ModelInferRequest,
+) -> Result<pb::ModelInferResponse, Status> {
+    let loaded = state.loaded()?;
+    let model = loaded.find(&req.model_name)?;
+    check_version(&req.model_version)?;
+    let info = &loaded.models[model];
+    let guard = RequestGuard::new(&state.metrics, &info.name, "kserve");
+    let span = tracing::info_span!("model_infer", model = %info.name, id = %req.id);
+    let result = run_infer(&state, loaded, model, &metadata, &req)
+        .instrument(span)
+        .await;
+    guard.finish(result.map_err(Status::from))
+}
+
+async fn run_infer(
+    state: &ServerState,
+    loaded: &Loaded,
+    model: usize,
+    metadata: &MetadataMap,
+    req: &pb::ModelInferRequest,
+) -> Result<pb::ModelInferResponse> {
+    let info = &loaded.models[model];
+    let contract = wire::contract(info.family);
+    for out in &req.outputs {
+        if !contract.outputs.iter().any(|s| s.name == out.name) {
+            let names: Vec<&str> = contract.outputs.iter().map(|s| s.name).collect();
+            return Err(invalid!(
+                "requested output {:?} does not exist; this model gives {names:?}",
+                out.name
+            ));
+        }
+    }
+    let params = Params(&req.parameters);
+    let (priority, timeout) = scheduling(&params)?;
+    let inputs = wire::decode_inputs(&req.inputs, &req.raw_input_contents, &contract)?;
+    let (items, [ny, nx]) = match info.family {
+        Family::Recon => recon_inputs(&inputs, &params, &state.limits)?,
+    };
+    drop(inputs);
+    let b = items.len();
+    let options = state::job_options(metadata, priority, timeout);
+    let replies = loaded.scheduler.submit(model, items, options)?;
+    let mut image = Vec::with_capacity(b * ny * nx);
+    for rx in replies {
+        let done: Done = rx
+            .await
+            .map_err(|_| Error::Unavailable("the device worker dropped the request".into()))??;
+        match done.output {
+            Output::Recon(o) => image.extend_from_slice(&o.magnitude),
+        }
+    }
+    let spec = contract.outputs[0];
+    Ok(pb::ModelInferResponse {
+        model_name: req.model_name.clone(),
+        model_version: "1".into(),
+        id: req.id.clone(),
+        parameters: HashMap::new(),
+        outputs: vec![pb::model_infer_response::InferOutputTensor {
+            name: spec.name.into(),
+            datatype: spec.datatype.into(),
+            shape: vec![b as i64, ny as i64, nx as i64],
+            ..Default::default()
+        }],
+        raw_output_contents: vec![f32_bytes(&image)],
+    })
+}
+
+fn tensor_metadata(specs: &[wire::TensorSpec]) -> Vec<pb::model_metadata_response::TensorMetadata> {
+    specs
+        .iter()
+        .map(|s| pb::model_metadata_response::TensorMetadata {
+            name: s.name.into(),
+            datatype: s.datatype.into(),
+            shape: s.shape.to_vec(),
+        })
+        .collect()
+}
+
+fn data_type(datatype: &str) -> i32 {
+    match datatype {
+        "INT64" => pb::DataType::TypeInt64 as i32,
+        _ => pb::DataType::TypeFp32 as i32,
+    }
+}
+
+#[tonic::async_trait]
+impl GrpcInferenceService for KServeService {
+    async fn server_live(
+        &self,
+        _: Request<pb::ServerLiveRequest>,
+    ) -> Result<Response<pb::ServerLiveResponse>, Status> {
+        Ok(Response::new(pb::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<pb::ServerReadyRequest>,
+    ) -> Result<Response<pb::ServerReadyResponse>, Status> {
+        Ok(Response::new(pb::ServerReadyResponse {
+            ready: self.state.ready(),
+        }))
+    }
+
+    async fn model_ready(
+        &self,
+        request: Request<pb::ModelReadyRequest>,
+    ) -> Result<Response<pb::ModelReadyResponse>, Status> {
+        let req = request.into_inner();
+        let ready = self.state.ready()
+            && check_version(&req.version).is_ok()
+            && self
+                .state
+                .loaded_opt()
+                .is_some_and(|l| l.find(&req.name).is_ok());
+        Ok(Response::new(pb::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<pb::ServerMetadataRequest>,
+    ) -> Result<Response<pb::ServerMetadataResponse>, Status> {
+        Ok(Response::new(pb::ServerMetadataResponse {
+            name: "inferd".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec![
+                "model_configuration".into(),
+                "parameters".into(),
+                "schedule_policy".into(),
+            ],
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        request: Request<pb::ModelMetadataRequest>,
+    ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
+        let req = request.into_inner();
+        let loaded = self.state.loaded()?;
+        let model = loaded.find(&req.name)?;
+        check_version(&req.version)?;
+        let contract = wire::contract(loaded.models[model].family);
+        Ok(Response::new(pb::ModelMetadataResponse {
+            name: req.name,
+            versions: vec!["1".into()],
+            platform: "inferd_candle".into(),
+            inputs: tensor_metadata(contract.inputs),
+            outputs: tensor_metadata(contract.outputs),
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        request: Request<pb::ModelInferRequest>,
+    ) -> Result<Response<pb::ModelInferResponse>, Status> {
+        let metadata = request.metadata().clone();
+        infer(self.state.clone(), metadata, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type ModelStreamInferStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ModelStreamInferResponse, Status>> + Send + 'static>>;
+
+    async fn model_stream_infer(
+        &self,
+        request: Request<Streaming<pb::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        let metadata = request.metadata().clone();
+        let mut inbound = request.into_inner();
+        let inflight = self.state.stream_inflight.max(1);
+        // Requests run concurrently (so they can share batches); answers go out in request order.
+        let (pending_tx, mut pending_rx) = mpsc::channel::<tokio::task::JoinHandle<_>>(inflight);
+        let (out_tx, out_rx) = mpsc::channel(inflight);
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            loop {
+                let req = match inbound.message().await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(s) => {
+                        let status = crate::error::normalise_transport_status(s);
+                        let _ = pending_tx.send(tokio::spawn(async { Err(status) })).await;
+                        break;
+                    }
+                };
+                let task = tokio::spawn(infer(state.clone(), metadata.clone(), req));
+                if pending_tx.send(task).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::spawn(async move {
+            while let Some(task) = pending_rx.recv().await {
+                let outcome = task
+                    .await
+                    .unwrap_or_else(|_| Err(Status::internal("inference task failed")));
+                let msg = match outcome {
+                    Ok(r) => pb::ModelStreamInferResponse {
+                        error_message: String::new(),
+                        infer_response: Some(r),
+                    },
+                    Err(s) => pb::ModelStreamInferResponse {
+                        error_message: format!("{:?}: {}", s.code(), s.message()),
+                        infer_response: None,
+                    },
+                };
+                if out_tx.send(Ok(msg)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+
+    async fn model_config(
+        &self,
+        request: Request<pb::ModelConfigRequest>,
+    ) -> Result<Response<pb::ModelConfigResponse>, Status> {
+        let req = request.into_inner();
+        let loaded = self.state.loaded()?;
+        let model = loaded.find(&req.name)?;
+        check_version(&req.version)?;
+        let contract = wire::contract(loaded.models[model].family);
+        let batching = loaded.scheduler.batch_config(model);
+        Ok(Response::new(pb::ModelConfigResponse {
+            config: Some(pb::ModelConfig {
+                name: req.name,
+                platform: "inferd_candle".into(),
+                backend: "inferd".into(),
+                max_batch_size: batching.max_batch as i32,
+                input: contract
+                    .inputs
+                    .iter()
+                    .map(|s| pb::ModelInput {
+                        name: s.name.into(),
+                        data_type: data_type(s.datatype),
+                        dims: s.shape[1..].to_vec(),
+                        optional: false,
+                    })
+                    .collect(),
+                output: contract
+                    .outputs
+                    .iter()
+                    .map(|s| pb::ModelOutput {
+                        name: s.name.into(),
+                        data_type: data_type(s.datatype),
+                        dims: s.shape[1..].to_vec(),
+                    })
+                    .collect(),
+                dynamic_batching: Some(pb::ModelDynamicBatching {
+                    preferred_batch_size: vec![batching.max_batch as i32],
+                    max_queue_delay_microseconds: batching.max_delay.as_micros() as u64,
+                    preserve_ordering: true,
+                    priority_levels: 2,
+                    default_priority_level: 2,
+                }),
+            }),
+        }))
+    }
+
+    async fn repository_index(
+        &self,
+        _: Request<pb::RepositoryIndexRequest>,
+    ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
+        let (names, state) = match self.state.loaded_opt() {
+            Some(l) => (l.names(), "READY"),
+            None => (Vec::new(), "UNAVAILABLE"),
+        };
+        Ok(Response::new(pb::RepositoryIndexResponse {
+            models: names
+                .into_iter()
+                .map(|name| pb::repository_index_response::ModelIndex {
+                    name,
+                    version: "1".into(),
+                    state: state.into(),
+                    reason: String::new(),
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,175 @@
+//! What every service shares: the loaded models and their scheduler (once loading has finished),
+//! metrics, limits, and the readiness flags that health checks and ServerReady report.
+
+use crate::api::validate::Limits;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+use crate::models::{Family, ModelInfo};
+use crate::sched::{JobOptions, Priority, Scheduler};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+use tonic::metadata::MetadataMap;
+
+/// The KServe name of the default reconstruction model (see the README's model contracts).
+pub const RECON_ALIAS: &str = "recon";
+
+pub struct ServerState {
+    loaded: OnceLock<Loaded>,
+    draining: AtomicBool,
+    pub metrics: Arc<Metrics>,
+    pub limits: Limits,
+    pub stream_inflight: usize,
+}
+
+/// Models that finished loading and warming up, and the scheduler that runs them.
+pub struct Loaded {
+    /// Indexed like the scheduler's engines.
+    pub models: Vec<ModelInfo>,
+    pub scheduler: Scheduler,
+    /// The reconstruction model used when a request names none.
+    pub default_recon: Option<usize>,
+}
+
+impl Loaded {
+    /// Finds a model by name; `recon` names the default reconstruction model unless a model is
+    /// called that.
+    pub fn find(&self, name: &str) -> Result<usize> {
+        if let Some(i) = self.models.iter().position(|m| m.name == name) {
+            return Ok(i);
+        }
+        if name == RECON_ALIAS {
+            if let Some(i) = self.default_recon {
+                return Ok(i);
+            }
+        }
+        Err(Error::NotFound(format!(
+            "unknown model {name:?}; loaded models: {:?}",
+            self.names()
+        )))
+    }
+
+    /// Finds a model of `family`; an empty name selects the family's default.
+    pub fn find_family(&self, name: &str, family: Family) -> Result<usize> {
+        let i = match (name.is_empty(), family) {
+            (true, Family::Recon) => self
+                .default_recon
+                .ok_or_else(|| Error::NotFound("no reconstruction model is loaded".to_string()))?,
+            _ => self.find(name)?,
+        };
+        if self.models[i].family != family {
+            return Err(Error::InvalidArgument(format!(
+                "model {name:?} is a {} model, expected a {} model",
+                self.models[i].family.as_str(),
+                family.as_str()
+            )));
+        }
+        Ok(i)
+    }
+
+    /// The names clients may use (model names, then the `recon` alias when it applies).
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.models.iter().map(|m| m.name.clone()).collect();
+        if self.default_recon.is_some() && !names.iter().any(|n| n == RECON_ALIAS) {
+            names.push(RECON_ALIAS.to_string());
+        }
+        names
+    }
+}
+
+impl ServerState {
+    pub fn new(metrics: Arc<Metrics>, limits: Limits, stream_inflight: usize) -> Self {
+        ServerState {
+            loaded: OnceLock::new(),
+            draining: AtomicBool::new(false),
+            metrics,
+            limits,
+            stream_inflight,
+        }
+    }
+
+    pub fn set_loaded(&self, loaded: Loaded) {
+        let _ = self.loaded.set(loaded);
+    }
+
+    /// The loaded models, or UNAVAILABLE while they are still loading.
+    pub fn loaded(&self) -> Result<&Loaded> {
+        self.loaded.get().ok_or_else(|| {
+            Error::Unavailable("the server is still loading its models; retry shortly".into())
+        })
+    }
+
+    pub fn loaded_opt(&self) -> Option<&Loaded> {
+        self.loaded.get()
+    }
+
+    /// Ready = loaded, warmed up and not shutting down.
+    pub fn ready(&self) -> bool {
+        self.loaded.get().is_some() && !self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The deadline a client set with its gRPC timeout (`grpc-timeout` header), if any.
+pub fn deadline(metadata: &MetadataMap) -> Option<Instant> {
+    let v = metadata.get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(v).map(|d| Instant::now() + d)
+}
+
+/// `grpc-timeout` values: up to 8 digits and a unit (H, M, S, m, u, n).
+fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Scheduling options of a request: its gRPC deadline (tightened by `timeout` when given) and
+/// priority.
+pub fn job_options(
+    metadata: &MetadataMap,
+    priority: Priority,
+    timeout: Option<Duration>,
+) -> JobOptions {
+    let from_header = deadline(metadata);
+    let from_param = timeout.map(|t| Instant::now() + t);
+    JobOptions {
+        priority,
+        deadline: match (from_header, from_param) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(
+            parse_grpc_timeout("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        for bad in ["", "S", "5", "5x", "123456789S", "-1S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
+}
