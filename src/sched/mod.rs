@@ -81,6 +81,14 @@ impl Shared {
         &self.engines[model].info().name
     }
 
+    /// Takes expired and abandoned items out of the queues, answering the expired ones.
+    fn remove_dropped(&self, state: &mut State, now: Instant) {
+        for (model, entry, reason) in state.queues.remove_dropped(now) {
+            worker::drop_entry(self, model, entry, reason);
+            self.record_depth(state, model);
+        }
+    }
+
     fn record_depth(&self, state: &State, model: usize) {
         self.metrics
             .queue_depth
@@ -170,6 +178,7 @@ impl Scheduler {
         if state.closed {
             return Err(Error::Unavailable("the server is shutting down".into()));
         }
+        self.shared.remove_dropped(&mut state, now);
         let name = self.shared.name(model);
         state.queues.push(model, entries).map_err(|r| match r {
             Rejected::ModelFull { waiting, capacity } => Error::ResourceExhausted(format!(

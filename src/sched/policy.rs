@@ -4,7 +4,8 @@
 //!
 //! Rules:
 //! - **Admission**: a request's items enter all together or not at all; refused when the model's queue
-//!   or the whole server would exceed its capacity. Items whose client has gone are purged first.
+//!   or the whole server would exceed its capacity. (Callers take dropped items out first, so that
+//!   work nobody waits for does not hold places.)
 //! - **Batching** (Triton's dynamic batcher): a model's batch starts at its oldest highest-priority
 //!   item (the head) and takes the compatible items (same batch key, i.e. same tensor shape) behind it,
 //!   high priority first, up to `max_batch`. The batch is released at once when full, otherwise when the
@@ -185,7 +186,6 @@ impl<T: Waiting> Queues<T> {
 
     /// Queues all `entries` for `model`, or none of them.
     pub fn push(&mut self, model: usize, entries: Vec<Entry<T>>) -> Result<(), Rejected> {
-        self.purge_abandoned();
         let n = entries.len();
         let total = self.len();
         if total + n > self.capacity {
@@ -205,13 +205,6 @@ impl<T: Waiting> Queues<T> {
             q.lanes[e.priority.lane()].push_back(e);
         }
         Ok(())
-    }
-
-    /// Items whose client has gone need no answer: drop them so they free their place.
-    fn purge_abandoned(&mut self) {
-        for lane in self.models.iter_mut().flat_map(|q| q.lanes.iter_mut()) {
-            lane.retain(|e| !e.item.abandoned());
-        }
     }
 
     /// Takes out the items that expired (deadline passed) or were abandoned: (model, item, reason).
@@ -465,7 +458,7 @@ mod tests {
     }
 
     #[test]
-    fn abandoned_items_free_their_place_on_admission() {
+    fn dropped_items_free_their_place() {
         let t0 = Instant::now();
         let mut q = Queues::new(
             &[BatchConfig {
@@ -479,6 +472,7 @@ mod tests {
         q.push(0, vec![e]).unwrap();
         assert!(q.push(0, vec![entry(1, 1, Priority::Normal, t0)]).is_err());
         flag.set(true);
+        assert_eq!(q.remove_dropped(t0).len(), 1);
         q.push(0, vec![entry(2, 1, Priority::Normal, t0)]).unwrap();
         assert_eq!(ids(q.next_batch(t0)), (0, vec![2]));
     }

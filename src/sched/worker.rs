@@ -18,10 +18,7 @@ fn next_batch(shared: &Shared) -> Option<(usize, Vec<Entry<Job>>)> {
     let mut state = shared.lock();
     loop {
         let now = Instant::now();
-        for (model, entry, reason) in state.queues.remove_dropped(now) {
-            drop_entry(shared, model, entry, reason);
-            shared.record_depth(&state, model);
-        }
+        shared.remove_dropped(&mut state, now);
         match state.queues.next_batch(now) {
             Next::Batch { model, entries } => {
                 shared.record_depth(&state, model);
@@ -43,7 +40,7 @@ fn next_batch(shared: &Shared) -> Option<(usize, Vec<Entry<Job>>)> {
     }
 }
 
-fn drop_entry(shared: &Shared, model: usize, entry: Entry<Job>, reason: DropReason) {
+pub(super) fn drop_entry(shared: &Shared, model: usize, entry: Entry<Job>, reason: DropReason) {
     let reason_label = match reason {
         DropReason::Expired => "expired",
         DropReason::Abandoned => "abandoned",

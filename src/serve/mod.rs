@@ -327,7 +327,7 @@ pub async fn serve_with(
 /// A unary request over the message limit is refused by tonic before any handler runs, with
 /// OUT_OF_RANGE in a trailers-only response; gRPC clients expect RESOURCE_EXHAUSTED for that. (Streaming
 /// calls see the same error inside the handler, which maps it there.)
-fn oversize_is_resource_exhausted<B>(mut res: http::Response<B>) -> http::Response<B> {
+fn oversize_is_resource_exhausted<B>(mut res: ::http::Response<B>) -> ::http::Response<B> {
     let headers = res.headers_mut();
     let out_of_range = headers
         .get("grpc-status")
@@ -337,7 +337,7 @@ fn oversize_is_resource_exhausted<B>(mut res: http::Response<B>) -> http::Respon
         .and_then(|v| v.to_str().ok())
         .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
     if out_of_range && too_large {
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert("grpc-status", ::http::HeaderValue::from_static("8"));
     }
     res
 }

@@ -54,38 +54,24 @@ impl TestServer {
                 let _ = rx.await;
             },
         ));
-        for _ in 0..600 {
-            if let Ok(ch) = tonic::transport::Channel::from_shared(url.clone())
-                .unwrap()
-                .connect()
-                .await
-            {
-                let mut c = tonic_health::pb::health_client::HealthClient::new(ch);
-                let serving = c
-                    .check(tonic_health::pb::HealthCheckRequest {
-                        service: String::new(),
-                    })
-                    .await
-                    .is_ok_and(|r| {
-                        r.into_inner().status
-                            == tonic_health::pb::health_check_response::ServingStatus::Serving
-                                as i32
-                    });
-                if serving {
-                    return TestServer {
-                        url,
-                        metrics_url,
-                        shutdown: Some(tx),
-                        handle: Some(handle),
-                    };
-                }
+        // Ready = models loaded and warmed up (the same flag gRPC health reports); polled over the
+        // plain-HTTP port so that TLS servers need no client certificate here.
+        let ready = format!("{metrics_url}/ready");
+        for _ in 0..1200 {
+            if http_request(&ready).is_some_and(|(code, _)| code == 200) {
+                return TestServer {
+                    url,
+                    metrics_url,
+                    shutdown: Some(tx),
+                    handle: Some(handle),
+                };
             }
             if handle.is_finished() {
                 panic!("server exited during start-up: {:?}", handle.await);
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        panic!("server did not become healthy");
+        panic!("server did not become ready");
     }
 
     /// The Prometheus text from the metrics port.
@@ -103,22 +89,31 @@ impl TestServer {
     }
 }
 
-/// A plain HTTP/1.1 GET (enough for the metrics port); returns the body.
-pub fn http_get(url: &str) -> String {
+/// A plain HTTP/1.1 GET (enough for the metrics port): status code and body, `None` if the
+/// connection fails.
+pub fn http_request(url: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let mut s = std::net::TcpStream::connect(host).unwrap();
+    let mut s = std::net::TcpStream::connect(host).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    assert!(head.starts_with("HTTP/1.1 200"), "GET {url}: {head}");
-    body.to_string()
+    s.read_to_string(&mut out).ok()?;
+    let (head, body) = out.split_once("\r\n\r\n")?;
+    let code = head.split(' ').nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// GET that must answer 200; returns the body.
+pub fn http_get(url: &str) -> String {
+    match http_request(url) {
+        Some((200, body)) => body,
+        other => panic!("GET {url}: {other:?}"),
+    }
 }
 
 /// The value of a Prometheus sample line `name{labels} value` whose name and labels contain all of

@@ -18,7 +18,7 @@ channel = grpc.insecure_channel(target)
 
 # 1. health
 health = health_pb2_grpc.HealthStub(channel)
-for service in ["", "inferd.v1.Reconstruction"]:
+for service in ["", "inferd.v1.Reconstruction", "inference.GRPCInferenceService"]:
     status = health.Check(health_pb2.HealthCheckRequest(service=service)).status
     assert status == health_pb2.HealthCheckResponse.SERVING, (service, status)
 
@@ -27,7 +27,7 @@ refl = reflection_pb2_grpc.ServerReflectionStub(channel)
 def ask(**kw):
     return next(iter(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(**kw)]))))
 services = {s.name for s in ask(list_services="").list_services_response.service}
-assert {"inferd.v1.Reconstruction", "grpc.health.v1.Health"} <= services, services
+assert {"inferd.v1.Reconstruction", "inference.GRPCInferenceService", "grpc.health.v1.Health"} <= services, services
 pool = descriptor_pool.DescriptorPool()
 for raw in ask(file_containing_symbol="inferd.v1.Reconstruction").file_descriptor_response.file_descriptor_proto:
     pool.Add(descriptor_pb2.FileDescriptorProto.FromString(raw))
