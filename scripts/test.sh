@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs inferd's whole test suite. Installs the independent references the tests compare against when
-# they are missing: BART (Debian package), PyTorch, safetensors, numpy, pydicom, grpcio with health checking and reflection (PyPI).
+# they are missing: BART and the openssl CLI (Debian packages); PyTorch, safetensors, numpy, pydicom,
+# grpcio with health checking and reflection, and NVIDIA's tritonclient (PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v bart >/dev/null 2>&1 || need_apt+=(bart)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -14,9 +16,14 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 
 PY=${INFERD_PYTHON:-python3}
-if ! "$PY" -c "import torch, safetensors, numpy, pydicom, grpc, grpc_health, grpc_reflection" >/dev/null 2>&1; then
-  echo "installing torch, safetensors, numpy, pydicom, grpcio (+ health checking, reflection) (PyPI)"
-  "$PY" -m pip install -q --disable-pip-version-check torch safetensors numpy pydicom grpcio grpcio-health-checking grpcio-reflection
+# tritonclient pins protobuf below 7, so health checking and reflection come from a release whose
+# generated code runs on protobuf 6.
+if ! "$PY" -c "import torch, safetensors, numpy, pydicom, grpc, tritonclient.grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2" >/dev/null 2>&1; then
+  echo "installing torch, safetensors, numpy, pydicom, grpcio (+ health checking, reflection), tritonclient (PyPI)"
+  "$PY" -m pip install -q --disable-pip-version-check torch safetensors numpy pydicom grpcio \
+    "grpcio-health-checking<1.76" "grpcio-reflection<1.76" "tritonclient[grpc]"
 fi
 
 # A persistent target directory outside the checkout makes repeated runs on one machine fast.
