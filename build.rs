@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .compile_protos(
             &[
                 "proto/inferd/v1/recon.proto",
+                "proto/inferd/v1/bridge.proto",
                 "proto/inference/grpc_service.proto",
             ],
             &["proto"],
@@ -22,6 +23,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=models/recon-lite.safetensors");
     if std::path::Path::new("models/recon-lite.safetensors").exists() {
         println!("cargo:rustc-cfg=inferd_embedded_recon");
+    }
+    println!("cargo::rustc-check-cfg=cfg(inferd_embedded_bridge)");
+    println!("cargo:rerun-if-changed=models/lightsb.safetensors");
+    if std::path::Path::new("models/lightsb.safetensors").exists() {
+        println!("cargo:rustc-cfg=inferd_embedded_bridge");
     }
     Ok(())
 }

@@ -37,6 +37,8 @@ enum TrainCommand {
     Recon(train::recon::TrainReconArgs),
     /// Write ReconResNet training pairs (inputs and targets as NPY) made by the serving pipeline.
     ReconData(train::recon::ExportArgs),
+    /// Fit a Light Schrödinger Bridge to unpaired source and target samples.
+    Bridge(train::bridge::TrainBridgeArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -104,5 +106,8 @@ fn main() -> anyhow::Result<()> {
         Command::Train {
             what: TrainCommand::ReconData(args),
         } => train::recon::export(args),
+        Command::Train {
+            what: TrainCommand::Bridge(args),
+        } => train::bridge::run(args),
     }
 }

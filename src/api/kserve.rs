@@ -48,6 +48,18 @@ pub fn contract(family: Family) -> Contract {
                 shape: &[-1, -1, -1],
             }],
         },
+        Family::Bridge => Contract {
+            inputs: &[TensorSpec {
+                name: "x",
+                datatype: "FP32",
+                shape: &[-1, -1],
+            }],
+            outputs: &[TensorSpec {
+                name: "y",
+                datatype: "FP32",
+                shape: &[-1, -1, -1],
+            }],
+        },
     }
 }
 

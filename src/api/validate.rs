@@ -15,6 +15,10 @@ pub struct Limits {
     pub max_size: usize,
     pub max_coils: usize,
     pub max_slices: usize,
+    /// Most samples (or paths) per input row of a bridge request.
+    pub max_bridge_samples: usize,
+    /// Most values in one unary response (larger bridge requests use the streaming RPC).
+    pub max_response_values: usize,
 }
 
 impl Default for Limits {
@@ -24,6 +28,8 @@ impl Default for Limits {
             max_size: 1024,
             max_coils: 128,
             max_slices: 10_000,
+            max_bridge_samples: 10_000,
+            max_response_values: 16 << 20,
         }
     }
 }

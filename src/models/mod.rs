@@ -1,17 +1,21 @@
 //! The candle models and the engines that run them. Only this module touches candle tensors; the
 //! scheduler and the gRPC layer see plain `f32` buffers.
 
+pub mod lightsb;
 pub mod recon_resnet;
 
 use crate::error::{Error, Result};
 use crate::mri::{dc::DcMode, recon};
 use candle_core::{DType, Device, Module, Tensor};
+use lightsb::LightSb;
 use recon_resnet::ReconResNet;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// Name under which the shipped reconstruction model is served.
 pub const DEFAULT_RECON_MODEL: &str = "recon-lite";
+/// Name under which the shipped bridge (2-D Gaussian → Swiss roll) is served.
+pub const DEFAULT_BRIDGE_MODEL: &str = "lightsb";
 
 /// The shipped default weights, embedded at build time (see build.rs).
 #[cfg(inferd_embedded_recon)]
@@ -19,6 +23,10 @@ pub const EMBEDDED_RECON: Option<&[u8]> =
     Some(include_bytes!("../../models/recon-lite.safetensors"));
 #[cfg(not(inferd_embedded_recon))]
 pub const EMBEDDED_RECON: Option<&[u8]> = None;
+#[cfg(inferd_embedded_bridge)]
+pub const EMBEDDED_BRIDGE: Option<&[u8]> = Some(include_bytes!("../../models/lightsb.safetensors"));
+#[cfg(not(inferd_embedded_bridge))]
+pub const EMBEDDED_BRIDGE: Option<&[u8]> = None;
 
 /// Where a model's weights come from.
 #[derive(Debug, Clone)]
@@ -62,12 +70,15 @@ impl std::str::FromStr for ModelSpec {
 pub enum Family {
     /// ReconResNet for Cartesian k-space.
     Recon,
+    /// Light Schrödinger Bridge.
+    Bridge,
 }
 
 impl Family {
     pub fn as_str(self) -> &'static str {
         match self {
             Family::Recon => "recon",
+            Family::Bridge => "lightsb",
         }
     }
 }
@@ -81,6 +92,18 @@ pub struct ModelInfo {
     pub parameters: u64,
     /// Batching that suits the model when the operator sets none.
     pub default_batching: DefaultBatching,
+    /// Family-specific facts clients may need (e.g. a bridge's D, K and ε), as name/value pairs.
+    pub properties: Vec<(String, String)>,
+}
+
+impl ModelInfo {
+    /// A family-specific property, e.g. a bridge's `dim`.
+    pub fn property<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
+        self.properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.parse().ok())
+    }
 }
 
 /// A family's batching defaults: compute-bound models gain nothing from waiting, small fast
@@ -98,6 +121,29 @@ pub enum Input {
         slice: recon::CartesianSlice,
         dc: DcMode,
     },
+    Bridge(BridgeInput),
+}
+
+/// What to draw from a bridge for each row of `x` (`[rows, D]`).
+#[derive(Debug, Clone)]
+pub struct BridgeInput {
+    pub x: Vec<f32>,
+    pub dim: usize,
+    pub op: BridgeOp,
+    pub samples: usize,
+    /// The random stream of this item; equal seeds give equal draws, whatever else is batched.
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BridgeOp {
+    /// States at time `t` in (0, 1]; `t = 1` is the endpoint y ~ π(·|x). Output `[rows, n, D]`.
+    At(f32),
+    /// Paths through `times` (increasing, in (0, 1]) by the Brownian bridge; output
+    /// `[rows, n, 1 + times.len(), D]`.
+    BridgePath(Vec<f32>),
+    /// Paths by Euler–Maruyama with `steps` uniform steps; output `[rows, n, steps + 1, D]`.
+    EulerPath(usize),
 }
 
 impl Input {
@@ -105,6 +151,8 @@ impl Input {
     pub fn batch_key(&self) -> Vec<usize> {
         match self {
             Input::Recon { slice, .. } => vec![slice.ny, slice.nx],
+            // Everything but Euler–Maruyama shares one γ computation over the batch.
+            Input::Bridge(b) => vec![b.dim, matches!(b.op, BridgeOp::EulerPath(_)) as usize],
         }
     }
 }
@@ -112,6 +160,8 @@ impl Input {
 /// The result of one [`Input`].
 pub enum Output {
     Recon(recon::SliceOutput),
+    /// Samples in the layout of the input's [`BridgeOp`].
+    Bridge(Vec<f32>),
 }
 
 /// A loaded model on its device. Only implementations touch candle; the scheduler and the API
@@ -145,11 +195,17 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<Box<dyn Engine>> {
             &spec.name, tensors, device,
         )?));
     }
+    if tensors.contains_key("log_alpha") && tensors.contains_key("r") {
+        return Ok(Box::new(BridgeEngine::new(
+            &spec.name,
+            LightSb::from_tensors(&tensors, device)?,
+        )));
+    }
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     names.truncate(5);
     Err(Error::InvalidArgument(format!(
-        "model {}: unrecognised weights (first tensors {names:?}); expected a ReconResNet (model.N.*)",
+        "model {}: unrecognised weights (first tensors {names:?}); expected a ReconResNet (model.N.*) or a LightSB (log_alpha, r, log_s, epsilon)",
         spec.name
     )))
 }
@@ -182,6 +238,10 @@ impl ReconEngine {
                 max_batch: 4,
                 max_delay: std::time::Duration::ZERO,
             },
+            properties: vec![
+                ("width".into(), c.width.to_string()),
+                ("res_blocks".into(), c.res_blocks.to_string()),
+            ],
         };
         Ok(ReconEngine {
             net,
@@ -222,7 +282,11 @@ impl Engine for ReconEngine {
         let mut prepared = Vec::with_capacity(batch.len());
         let mut modes = Vec::with_capacity(batch.len());
         for input in batch {
-            let Input::Recon { slice, dc } = input;
+            let Input::Recon { slice, dc } = input else {
+                return Err(Error::Internal(
+                    "a reconstruction model got another family's input".into(),
+                ));
+            };
             prepared.push(recon::prepare(slice));
             modes.push(dc);
         }
@@ -238,6 +302,115 @@ impl Engine for ReconEngine {
             .zip(modes)
             .map(|((p, o), dc)| Output::Recon(recon::finish(p, &o, dc)))
             .collect())
+    }
+}
+
+/// A loaded LightSB.
+pub struct BridgeEngine {
+    model: LightSb,
+    info: ModelInfo,
+}
+
+impl BridgeEngine {
+    pub fn new(name: &str, model: LightSb) -> Self {
+        let info = ModelInfo {
+            name: name.to_string(),
+            family: Family::Bridge,
+            description: format!(
+                "Light Schrödinger Bridge, D = {}, K = {}, epsilon = {}",
+                model.dim, model.components, model.epsilon
+            ),
+            parameters: (model.components * (1 + 2 * model.dim)) as u64,
+            // Small requests: waiting a moment for company is what makes batching pay.
+            default_batching: DefaultBatching {
+                max_batch: 64,
+                max_delay: std::time::Duration::from_micros(500),
+            },
+            properties: vec![
+                ("dim".into(), model.dim.to_string()),
+                ("components".into(), model.components.to_string()),
+                ("epsilon".into(), model.epsilon.to_string()),
+            ],
+        };
+        BridgeEngine { model, info }
+    }
+
+    pub fn model(&self) -> &LightSb {
+        &self.model
+    }
+}
+
+impl Engine for BridgeEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn warm_up(&self) -> Result<()> {
+        let x = vec![0.0; 2 * self.model.dim];
+        let input = |op| {
+            Input::Bridge(BridgeInput {
+                x: x.clone(),
+                dim: self.model.dim,
+                op,
+                samples: 2,
+                seed: 0,
+            })
+        };
+        self.run(vec![input(BridgeOp::At(1.0)), input(BridgeOp::At(0.5))])?;
+        self.run(vec![input(BridgeOp::EulerPath(2))]).map(|_| ())
+    }
+
+    fn run(&self, batch: Vec<Input>) -> Result<Vec<Output>> {
+        use rand::SeedableRng;
+        let m = &self.model;
+        let inputs: Vec<BridgeInput> = batch
+            .into_iter()
+            .map(|i| match i {
+                Input::Bridge(b) if b.dim == m.dim => Ok(b),
+                _ => Err(Error::Internal(
+                    "a bridge got an input it cannot take".into(),
+                )),
+            })
+            .collect::<Result<_>>()?;
+        // One γ computation for every row of every item that needs it.
+        let shared: Vec<f32> = inputs
+            .iter()
+            .filter(|b| !matches!(b.op, BridgeOp::EulerPath(_)))
+            .flat_map(|b| b.x.iter().copied())
+            .collect();
+        let gamma = m.gamma(&shared, shared.len() / m.dim)?;
+        let mut offset = 0;
+        inputs
+            .into_iter()
+            .map(|b| {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(b.seed);
+                let rows = b.x.len() / m.dim;
+                let out = match &b.op {
+                    BridgeOp::EulerPath(steps) => {
+                        m.trajectories_euler(&b.x, b.samples, *steps, &mut rng)?
+                    }
+                    op => {
+                        let k = m.components;
+                        let g = &gamma[offset * k..(offset + rows) * k];
+                        offset += rows;
+                        match op {
+                            BridgeOp::At(t) => {
+                                let mut y = m.sample_with_gamma(&b.x, g, b.samples, &mut rng);
+                                if *t < 1.0 {
+                                    m.states_at(&b.x, &mut y, b.samples, *t, &mut rng);
+                                }
+                                y
+                            }
+                            BridgeOp::BridgePath(times) => {
+                                m.trajectories_bridge(&b.x, g, b.samples, times, &mut rng)
+                            }
+                            BridgeOp::EulerPath(_) => unreachable!("handled above"),
+                        }
+                    }
+                };
+                Ok(Output::Bridge(out))
+            })
+            .collect()
     }
 }
 

@@ -8,7 +8,7 @@ use crate::api::validate::{self, Limits};
 use crate::error::{Error, Result};
 use crate::invalid;
 use crate::metrics::RequestGuard;
-use crate::models::{Family, Input, Output};
+use crate::models::{BridgeInput, BridgeOp, Family, Input, Output};
 use crate::mri::{dc::DcMode, recon::CartesianSlice};
 use crate::sched::{Done, Priority};
 use num_complex::Complex32;
@@ -63,7 +63,7 @@ fn recon_inputs(
     inputs: &HashMap<String, Decoded>,
     params: &Params,
     limits: &Limits,
-) -> Result<(Vec<Input>, [usize; 2])> {
+) -> Result<(Vec<Input>, Vec<i64>)> {
     let k = &inputs["kspace"];
     let m = &inputs["mask"];
     let [b, coils, ny, nx, _] = k.shape[..] else {
@@ -132,7 +132,61 @@ fn recon_inputs(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((slices, [ny, nx]))
+    Ok((slices, vec![b as i64, ny as i64, nx as i64]))
+}
+
+/// `lightsb`: x FP32 [B, D] → one item drawing `num_samples` states at time `t` per row.
+fn bridge_inputs(
+    inputs: &HashMap<String, Decoded>,
+    params: &Params,
+    limits: &Limits,
+    info: &crate::models::ModelInfo,
+) -> Result<(Vec<Input>, Vec<i64>)> {
+    let x = &inputs["x"];
+    let dim: usize = info
+        .property("dim")
+        .ok_or_else(|| Error::Internal("bridge model without a dimension".into()))?;
+    let [rows, d] = x.shape[..] else {
+        unreachable!("decode_inputs checked the rank")
+    };
+    if d != dim {
+        return Err(invalid!(
+            "input x has shape {:?}, expected [B, {dim}] (model {} has D = {dim})",
+            x.shape,
+            info.name
+        ));
+    }
+    let samples = params.int("num_samples")?.unwrap_or(1);
+    if samples < 1 || samples as usize > limits.max_bridge_samples {
+        return Err(invalid!(
+            "num_samples is {samples}, expected 1 to {}",
+            limits.max_bridge_samples
+        ));
+    }
+    let samples = samples as usize;
+    let t = params.float("t")?.unwrap_or(1.0);
+    if !(t > 0.0 && t <= 1.0) {
+        return Err(invalid!("t is {t}, expected 0 < t <= 1 (1 = the endpoint)"));
+    }
+    let values = rows.saturating_mul(samples).saturating_mul(dim);
+    if values > limits.max_response_values {
+        return Err(Error::ResourceExhausted(format!(
+            "the response would hold {values} values (B {rows} x num_samples {samples} x D {dim}), more than {}; use the streaming inferd.v1.Bridge/Sample RPC",
+            limits.max_response_values
+        )));
+    }
+    let seed = match params.int("seed")? {
+        Some(s) => s as u64,
+        None => rand::random(),
+    };
+    let item = Input::Bridge(BridgeInput {
+        x: x.f32("x")?.to_vec(),
+        dim,
+        op: BridgeOp::At(t as f32),
+        samples,
+        seed,
+    });
+    Ok((vec![item], vec![rows as i64, samples as i64, dim as i64]))
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -178,20 +232,22 @@ async fn run_infer(
     let params = Params(&req.parameters);
     let (priority, timeout) = scheduling(&params)?;
     let inputs = wire::decode_inputs(&req.inputs, &req.raw_input_contents, &contract)?;
-    let (items, [ny, nx]) = match info.family {
+    let (items, shape) = match info.family {
         Family::Recon => recon_inputs(&inputs, &params, &state.limits)?,
+        Family::Bridge => bridge_inputs(&inputs, &params, &state.limits, info)?,
     };
     drop(inputs);
-    let b = items.len();
     let options = state::job_options(metadata, priority, timeout);
     let replies = loaded.scheduler.submit(model, items, options)?;
-    let mut image = Vec::with_capacity(b * ny * nx);
+    // The outputs of the items, concatenated in order, form the response tensor.
+    let mut values = Vec::with_capacity(shape.iter().product::<i64>() as usize);
     for rx in replies {
         let done: Done = rx
             .await
             .map_err(|_| Error::Unavailable("the device worker dropped the request".into()))??;
         match done.output {
-            Output::Recon(o) => image.extend_from_slice(&o.magnitude),
+            Output::Recon(o) => values.extend_from_slice(&o.magnitude),
+            Output::Bridge(v) => values.extend_from_slice(&v),
         }
     }
     let spec = contract.outputs[0];
@@ -203,10 +259,10 @@ async fn run_infer(
         outputs: vec![pb::model_infer_response::InferOutputTensor {
             name: spec.name.into(),
             datatype: spec.datatype.into(),
-            shape: vec![b as i64, ny as i64, nx as i64],
+            shape,
             ..Default::default()
         }],
-        raw_output_contents: vec![f32_bytes(&image)],
+        raw_output_contents: vec![f32_bytes(&values)],
     })
 }
 
@@ -365,8 +421,21 @@ impl GrpcInferenceService for KServeService {
         let loaded = self.state.loaded()?;
         let model = loaded.find(&req.name)?;
         check_version(&req.version)?;
-        let contract = wire::contract(loaded.models[model].family);
+        let info = &loaded.models[model];
+        let contract = wire::contract(info.family);
         let batching = loaded.scheduler.batch_config(model);
+        let parameters = info
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    pb::ModelParameter {
+                        string_value: v.clone(),
+                    },
+                )
+            })
+            .collect();
         Ok(Response::new(pb::ModelConfigResponse {
             config: Some(pb::ModelConfig {
                 name: req.name,
@@ -399,6 +468,7 @@ impl GrpcInferenceService for KServeService {
                     priority_levels: 2,
                     default_priority_level: 2,
                 }),
+                parameters,
             }),
         }))
     }

@@ -7,6 +7,7 @@
 //! accepted, running calls and streams finish within the grace period, then `serve` returns.
 
 pub mod auth;
+mod bridge_service;
 pub mod config;
 mod http_port;
 mod kserve;
@@ -16,9 +17,12 @@ pub mod state;
 pub use config::ServeConfig;
 
 use crate::api::kserve::pb::grpc_inference_service_server::GrpcInferenceServiceServer;
-use crate::api::{pb::reconstruction_server::ReconstructionServer, validate::Limits};
+use crate::api::pb::{bridge_server::BridgeServer, reconstruction_server::ReconstructionServer};
+use crate::api::validate::Limits;
 use crate::metrics::Metrics;
-use crate::models::{self, Engine, Family, ModelSpec, WeightsSource, DEFAULT_RECON_MODEL};
+use crate::models::{
+    self, Engine, Family, ModelSpec, WeightsSource, DEFAULT_BRIDGE_MODEL, DEFAULT_RECON_MODEL,
+};
 use crate::sched::{policy::BatchConfig, Scheduler, SchedulerConfig};
 use auth::TokenCheck;
 use state::{Loaded, ServerState};
@@ -36,12 +40,18 @@ use tonic_health::ServingStatus;
 /// Builds the list of models to load: the shipped default (when embedded) plus the user's.
 fn model_specs(config: &ServeConfig) -> anyhow::Result<Vec<ModelSpec>> {
     let mut specs = Vec::new();
-    if let Some(bytes) = models::EMBEDDED_RECON {
-        if !config.models.iter().any(|m| m.name == DEFAULT_RECON_MODEL) {
-            specs.push(ModelSpec {
-                name: DEFAULT_RECON_MODEL.into(),
-                source: WeightsSource::Embedded(bytes),
-            });
+    let shipped = [
+        (DEFAULT_RECON_MODEL, models::EMBEDDED_RECON),
+        (DEFAULT_BRIDGE_MODEL, models::EMBEDDED_BRIDGE),
+    ];
+    for (name, bytes) in shipped {
+        if let Some(bytes) = bytes {
+            if !config.models.iter().any(|m| m.name == name) {
+                specs.push(ModelSpec {
+                    name: name.into(),
+                    source: WeightsSource::Embedded(bytes),
+                });
+            }
         }
     }
     for m in &config.models {
@@ -136,10 +146,11 @@ fn load_engines(
     Ok(engines)
 }
 
-fn health_names() -> [&'static str; 3] {
+fn health_names() -> [&'static str; 4] {
     [
         "",
         <ReconstructionServer<recon_service::ReconService> as NamedService>::NAME,
+        <BridgeServer<bridge_service::BridgeService> as NamedService>::NAME,
         <GrpcInferenceServiceServer<kserve::KServeService> as NamedService>::NAME,
     ]
 }
@@ -191,6 +202,13 @@ pub async fn serve_with(
 
     let max_message = config.max_message_mb.max(1) * 1024 * 1024;
     let recon = ReconstructionServer::new(recon_service::ReconService {
+        state: state.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Zstd)
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(max_message);
+    let bridge = BridgeServer::new(bridge_service::BridgeService {
         state: state.clone(),
     })
     .accept_compressed(CompressionEncoding::Gzip)
@@ -254,6 +272,7 @@ pub async fn serve_with(
             guard(token.clone()),
         ))
         .add_service(InterceptedService::new(recon, guard(token.clone())))
+        .add_service(InterceptedService::new(bridge, guard(token.clone())))
         .add_service(InterceptedService::new(kserve, guard(token)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining(drain_rx.clone()));
     tokio::pin!(server);
@@ -265,6 +284,16 @@ pub async fn serve_with(
                 tokio::task::spawn_blocking(move || load_engines(&specs, &device)).await??;
             let batching = batch_configs(&config, &engines)?;
             let default_recon = default_recon(&config, &engines)?;
+            let default_bridge = engines
+                .iter()
+                .position(|e| {
+                    e.info().family == Family::Bridge && e.info().name == DEFAULT_BRIDGE_MODEL
+                })
+                .or_else(|| {
+                    engines
+                        .iter()
+                        .position(|e| e.info().family == Family::Bridge)
+                });
             let models = engines.iter().map(|e| e.info().clone()).collect();
             let scheduler = Scheduler::start(
                 engines,
@@ -279,6 +308,7 @@ pub async fn serve_with(
                 models,
                 scheduler,
                 default_recon,
+                default_bridge,
             });
             if state.ready() {
                 set_health(&health, ServingStatus::Serving).await;

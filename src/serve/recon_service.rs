@@ -35,7 +35,9 @@ enum Pending {
 
 fn slice_image(plan: &validate::ReconPlan, index: u32, fraction: f32, r: Done) -> pb::SliceImage {
     let shape = [plan.ny, plan.nx];
-    let Output::Recon(output) = r.output;
+    let Output::Recon(output) = r.output else {
+        unreachable!("a reconstruction model answers with reconstructions")
+    };
     pb::SliceImage {
         index,
         magnitude: Some(tensor::encode_f32(&shape, &output.magnitude)),
@@ -290,7 +292,7 @@ impl Reconstruction for ReconService {
                 family: m.family.as_str().to_string(),
                 description: m.description.clone(),
                 parameters: m.parameters,
-                is_default: loaded.default_recon == Some(i),
+                is_default: loaded.default_recon == Some(i) || loaded.default_bridge == Some(i),
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))

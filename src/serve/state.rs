@@ -29,6 +29,8 @@ pub struct Loaded {
     pub scheduler: Scheduler,
     /// The reconstruction model used when a request names none.
     pub default_recon: Option<usize>,
+    /// The bridge used when a request names none.
+    pub default_bridge: Option<usize>,
 }
 
 impl Loaded {
@@ -55,6 +57,9 @@ impl Loaded {
             (true, Family::Recon) => self
                 .default_recon
                 .ok_or_else(|| Error::NotFound("no reconstruction model is loaded".to_string()))?,
+            (true, Family::Bridge) => self
+                .default_bridge
+                .ok_or_else(|| Error::NotFound("no bridge model is loaded".to_string()))?,
             _ => self.find(name)?,
         };
         if self.models[i].family != family {
