@@ -321,10 +321,12 @@ impl BridgeEngine {
                 model.dim, model.components, model.epsilon
             ),
             parameters: (model.components * (1 + 2 * model.dim)) as u64,
-            // Small requests: waiting a moment for company is what makes batching pay.
+            // Many small requests: under load they queue up and run as one batch (one matrix
+            // product for all rows). No delay by default: an idle worker takes what is there, as
+            // waiting only adds latency when the worker keeps up (see BENCHMARKS.md).
             default_batching: DefaultBatching {
                 max_batch: 64,
-                max_delay: std::time::Duration::from_micros(500),
+                max_delay: std::time::Duration::ZERO,
             },
             properties: vec![
                 ("dim".into(), model.dim.to_string()),

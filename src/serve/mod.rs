@@ -31,10 +31,10 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::codec::CompressionEncoding;
 use tonic::server::NamedService;
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 /// Builds the list of models to load: the shipped default (when embedded) plus the user's.
@@ -257,6 +257,11 @@ pub async fn serve_with(
         let _ = rx.wait_for(|d| *d).await;
     };
 
+    // TCP_NODELAY: a response goes out as several small writes (headers, data, trailers); with
+    // Nagle's algorithm the last one waits for the client's delayed ACK (~40 ms per call).
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(std::time::Duration::from_secs(60)));
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
@@ -274,7 +279,7 @@ pub async fn serve_with(
         .add_service(InterceptedService::new(recon, guard(token.clone())))
         .add_service(InterceptedService::new(bridge, guard(token.clone())))
         .add_service(InterceptedService::new(kserve, guard(token)))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), draining(drain_rx.clone()));
+        .serve_with_incoming_shutdown(incoming, draining(drain_rx.clone()));
     tokio::pin!(server);
 
     let loader = {
