@@ -1,8 +1,9 @@
 # inferd: multi-stage build. The runtime image holds the binary (with the shipped default model
-# embedded) and the models/ folder, runs as a non-root user and listens on 50051 (gRPC).
+# models embedded) and the models/ folder, runs as a non-root user and listens on 50051 (gRPC) and
+# 9090 (Prometheus /metrics, /live, /ready).
 #
 #   docker build -t inferd .
-#   docker run --rm -p 50051:50051 inferd
+#   docker run --rm -p 50051:50051 -p 9090:9090 inferd
 #
 # A CUDA image builds the same way from an NVIDIA CUDA devel base with `--features cuda`
 # (deploy/README.md).
@@ -26,7 +27,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates
 COPY --from=build /src/target/release/inferd /usr/local/bin/inferd
 COPY models /opt/inferd/models
 USER 10001
-EXPOSE 50051
-ENV INFERD_ADDR=0.0.0.0:50051 INFERD_DEVICE=cpu INFERD_LOG=info
+EXPOSE 50051 9090
+ENV INFERD_ADDR=0.0.0.0:50051 INFERD_METRICS_ADDR=0.0.0.0:9090 INFERD_DEVICE=cpu INFERD_LOG=info \
+    INFERD_LOG_FORMAT=json
 ENTRYPOINT ["/usr/local/bin/inferd"]
 CMD ["serve"]

@@ -10,7 +10,8 @@
 //! Ground truth: K* = 5 components with equal weights, r* ~ N(0, I), S* = diag(exp(u)),
 //! u ~ U(−0.5, 0.5), p0 = N(0, I); 50 000 source and 50 000 target samples for training.
 //!
-//! cargo run --release --example lightsb_eot [-- D EPS]   (no arguments: the full table)
+//! cargo run --release --example lightsb_eot [-- D EPS [LR [STEPS [SAMPLES]]]]   (no arguments: the
+//! full table with the paper's settings and 50 000 samples)
 
 use candle_core::Device;
 use inferd::models::lightsb::LightSb;
@@ -45,7 +46,7 @@ fn bw2(m1: &[f64], c1: &[f64], m2: &[f64], c2: &[f64], d: usize) -> f64 {
     dm + a.trace() + b.trace() - 2.0 * cross
 }
 
-fn run(d: usize, eps: f32) -> anyhow::Result<(f64, f64)> {
+fn run(d: usize, eps: f32, cfg: FitConfig, n: usize) -> anyhow::Result<(f64, f64)> {
     let mut rng = ChaCha8Rng::seed_from_u64(1000 * d as u64 + (eps * 10.0) as u64);
     let k = 5;
     let truth = LightSb::new(
@@ -55,13 +56,12 @@ fn run(d: usize, eps: f32) -> anyhow::Result<(f64, f64)> {
         eps,
         &Device::Cpu,
     )?;
-    let n = 50_000;
     let x: Vec<f32> = (0..n * d).map(|_| normal(&mut rng)).collect();
     // targets from the true plan for *other* source draws: the training pairs are not linked
     let x_for_y: Vec<f32> = (0..n * d).map(|_| normal(&mut rng)).collect();
     let y = truth.sample(&x_for_y, 1, &mut rng)?;
     let start = Instant::now();
-    let model = fit(&x, &y, d, &FitConfig::paper(eps), &Device::Cpu, |_, _| {})?;
+    let model = fit(&x, &y, d, &cfg, &Device::Cpu, |_, _| {})?;
     let train_s = start.elapsed().as_secs_f64();
     // Var(p1): total variance of the target
     let mut mean = vec![0.0f64; d];
@@ -93,7 +93,15 @@ fn run(d: usize, eps: f32) -> anyhow::Result<(f64, f64)> {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let configs: Vec<(usize, f32)> = if args.len() == 3 {
+    // optional overrides: D EPS [LR [STEPS [SAMPLES]]]
+    let lr: Option<f64> = args.get(3).map(|s| s.parse()).transpose()?;
+    let steps: Option<usize> = args.get(4).map(|s| s.parse()).transpose()?;
+    let n: usize = args
+        .get(5)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(50_000);
+    let configs: Vec<(usize, f32)> = if args.len() >= 3 {
         vec![(args[1].parse()?, args[2].parse()?)]
     } else {
         [0.1f32, 1.0, 10.0]
@@ -103,7 +111,10 @@ fn main() -> anyhow::Result<()> {
     };
     println!("dim,epsilon,cbw2_uvp_percent,train_seconds");
     for (d, e) in configs {
-        let (uvp, secs) = run(d, e)?;
+        let mut cfg = FitConfig::paper(e);
+        cfg.lr = lr.unwrap_or(cfg.lr);
+        cfg.steps = steps.unwrap_or(cfg.steps);
+        let (uvp, secs) = run(d, e, cfg, n)?;
         println!("{d},{e},{uvp:.3},{secs:.1}");
     }
     Ok(())
