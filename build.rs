@@ -24,6 +24,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::path::Path::new("models/recon-lite.safetensors").exists() {
         println!("cargo:rustc-cfg=inferd_embedded_recon");
     }
+    println!("cargo::rustc-check-cfg=cfg(inferd_embedded_graph)");
+    println!("cargo:rerun-if-changed=models/lcm.safetensors");
+    if std::path::Path::new("models/lcm.safetensors").exists() {
+        println!("cargo:rustc-cfg=inferd_embedded_graph");
+    }
     println!("cargo::rustc-check-cfg=cfg(inferd_embedded_bridge)");
     println!("cargo:rerun-if-changed=models/lightsb.safetensors");
     if std::path::Path::new("models/lightsb.safetensors").exists() {

@@ -1,10 +1,14 @@
-//! Times inferd's ReconResNet forward pass (candle, CPU) on a weights file; prints one JSON line per
+//! Times inferd's ReconResNet forward pass (candle) on a weights file; prints one JSON line per
 //! batch size. `bench/candle_vs_torch.py` runs it side by side with PyTorch on the same weights.
+//! WEIGHTS may be `full` (randomly initialised full-size ReconResNet, width 64, 14 blocks) or `lite`
+//! (the shipped recon-lite). The device comes from INFERD_BENCH_DEVICE (default cpu; e.g. cuda:0).
 //!
-//! cargo run --release --example recon_forward -- WEIGHTS.safetensors SIZE ITERS BATCH [BATCH ...]
+//! cargo run --release --example recon_forward -- WEIGHTS SIZE ITERS BATCH [BATCH ...]
 
-use candle_core::Device;
-use inferd::models::{ReconEngine, WeightsSource};
+use candle_core::{safetensors, DType};
+use candle_nn::{VarBuilder, VarMap};
+use inferd::models::recon_resnet::{ReconResNet, ReconResNetConfig};
+use inferd::models::{select_device, ReconEngine, WeightsSource};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
@@ -13,7 +17,34 @@ fn main() -> anyhow::Result<()> {
         args.len() >= 5,
         "usage: recon_forward WEIGHTS SIZE ITERS BATCH [BATCH ...]"
     );
-    let engine = ReconEngine::load(&WeightsSource::File(args[1].clone().into()), &Device::Cpu)?;
+    let device =
+        select_device(&std::env::var("INFERD_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into()))?;
+    let source = match args[1].as_str() {
+        "lite" => WeightsSource::File("models/recon-lite.safetensors".into()),
+        "full" => {
+            let varmap = VarMap::new();
+            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+            ReconResNet::new(
+                ReconResNetConfig {
+                    width: 64,
+                    res_blocks: 14,
+                },
+                vb,
+            )?;
+            let path = std::env::temp_dir().join("inferd-full-random.safetensors");
+            let tensors = varmap
+                .data()
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+                .collect::<std::collections::HashMap<_, _>>();
+            safetensors::save(&tensors, &path)?;
+            WeightsSource::File(path)
+        }
+        file => WeightsSource::File(file.into()),
+    };
+    let engine = ReconEngine::load(&source, &device)?;
     let size: usize = args[2].parse()?;
     let iters: usize = args[3].parse()?;
     for b in &args[4..] {
@@ -30,7 +61,7 @@ fn main() -> anyhow::Result<()> {
             times.push(t.elapsed().as_secs_f64());
         }
         times.sort_by(f64::total_cmp);
-        println!("{{\"impl\": \"candle\", \"batch\": {batch}, \"size\": {size}, \"median_s\": {:.4}, \"min_s\": {:.4}}}", times[times.len() / 2], times[0]);
+        println!("{{\"impl\": \"candle\", \"device\": \"{}\", \"batch\": {batch}, \"size\": {size}, \"median_s\": {:.4}, \"min_s\": {:.4}}}", inferd::models::describe_device(&device), times[times.len() / 2], times[0]);
     }
     Ok(())
 }

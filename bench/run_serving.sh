@@ -12,13 +12,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-5}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/inferd-target}
-cargo build --release --bin inferd --example loadgen >/dev/null
+cargo build --release ${CARGO_FEATURES:+--features $CARGO_FEATURES} --bin inferd --example loadgen >/dev/null
 BIN=$CARGO_TARGET_DIR/release/inferd
 GEN=$CARGO_TARGET_DIR/release/examples/loadgen
 
 start() { # name port metrics-port extra-args...
   local name=$1 port=$2 mport=$3; shift 3
-  INFERD_LOG=warn $BIN serve --device cpu --addr 127.0.0.1:$port --metrics-addr 127.0.0.1:$mport \
+  INFERD_LOG=warn $BIN serve --device ${INFERD_SERVE_DEVICE:-cpu} --addr 127.0.0.1:$port --metrics-addr 127.0.0.1:$mport \
     --queue-capacity 1024 --model-queue-capacity 512 "$@" >/tmp/inferd-bench-$name.log 2>&1 &
   echo $!
 }

@@ -39,6 +39,8 @@ enum TrainCommand {
     ReconData(train::recon::ExportArgs),
     /// Fit a Light Schrödinger Bridge to unpaired source and target samples.
     Bridge(train::bridge::TrainBridgeArgs),
+    /// Train a set/graph aggregation model (sum, mean, max, GRU or LCM aggregator).
+    Graph(train::graph::TrainGraphArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -109,5 +111,8 @@ fn main() -> anyhow::Result<()> {
         Command::Train {
             what: TrainCommand::Bridge(args),
         } => train::bridge::run(args),
+        Command::Train {
+            what: TrainCommand::Graph(args),
+        } => train::graph::run(args),
     }
 }

@@ -19,6 +19,25 @@ pub struct TensorSpec {
     pub name: &'static str,
     pub datatype: &'static str,
     pub shape: &'static [i64],
+    pub optional: bool,
+}
+
+const fn spec(name: &'static str, datatype: &'static str, shape: &'static [i64]) -> TensorSpec {
+    TensorSpec {
+        name,
+        datatype,
+        shape,
+        optional: false,
+    }
+}
+
+const fn optional(name: &'static str, datatype: &'static str, shape: &'static [i64]) -> TensorSpec {
+    TensorSpec {
+        name,
+        datatype,
+        shape,
+        optional: true,
+    }
 }
 
 /// The inputs and outputs a family's models take and give over KServe.
@@ -27,40 +46,28 @@ pub struct Contract {
     pub outputs: &'static [TensorSpec],
 }
 
+const RECON_INPUTS: &[TensorSpec] = &[
+    spec("kspace", "FP32", &[-1, -1, -1, -1, 2]),
+    spec("mask", "FP32", &[-1, -1, -1]),
+];
+const RECON_OUTPUTS: &[TensorSpec] = &[spec("image", "FP32", &[-1, -1, -1])];
+const BRIDGE_INPUTS: &[TensorSpec] = &[spec("x", "FP32", &[-1, -1])];
+const BRIDGE_OUTPUTS: &[TensorSpec] = &[spec("y", "FP32", &[-1, -1, -1])];
+/// Exactly one of `batch` (sets) and `edge_index` (graph neighbourhoods) is given.
+const GRAPH_INPUTS: &[TensorSpec] = &[
+    spec("x", "FP32", &[-1, -1]),
+    optional("batch", "INT64", &[-1]),
+    optional("edge_index", "INT64", &[2, -1]),
+];
+const GRAPH_OUTPUTS: &[TensorSpec] = &[spec("y", "FP32", &[-1, -1])];
+
 pub fn contract(family: Family) -> Contract {
-    match family {
-        Family::Recon => Contract {
-            inputs: &[
-                TensorSpec {
-                    name: "kspace",
-                    datatype: "FP32",
-                    shape: &[-1, -1, -1, -1, 2],
-                },
-                TensorSpec {
-                    name: "mask",
-                    datatype: "FP32",
-                    shape: &[-1, -1, -1],
-                },
-            ],
-            outputs: &[TensorSpec {
-                name: "image",
-                datatype: "FP32",
-                shape: &[-1, -1, -1],
-            }],
-        },
-        Family::Bridge => Contract {
-            inputs: &[TensorSpec {
-                name: "x",
-                datatype: "FP32",
-                shape: &[-1, -1],
-            }],
-            outputs: &[TensorSpec {
-                name: "y",
-                datatype: "FP32",
-                shape: &[-1, -1, -1],
-            }],
-        },
-    }
+    let (inputs, outputs) = match family {
+        Family::Recon => (RECON_INPUTS, RECON_OUTPUTS),
+        Family::Bridge => (BRIDGE_INPUTS, BRIDGE_OUTPUTS),
+        Family::Graph => (GRAPH_INPUTS, GRAPH_OUTPUTS),
+    };
+    Contract { inputs, outputs }
 }
 
 /// The data of one decoded input tensor.
@@ -149,7 +156,7 @@ pub fn decode_inputs(
             return Err(invalid!("input {} is given twice", t.name));
         }
     }
-    for spec in contract.inputs {
+    for spec in contract.inputs.iter().filter(|s| !s.optional) {
         if !out.contains_key(spec.name) {
             return Err(invalid!(
                 "missing input {}: {} {:?} (-1 = any size)",
@@ -167,10 +174,10 @@ fn check_shape(name: &str, got: &[i64], want: &[i64]) -> Result<Vec<usize>> {
         && got
             .iter()
             .zip(want)
-            .all(|(&g, &w)| g > 0 && (w == -1 || g == w));
+            .all(|(&g, &w)| g >= 0 && (w == -1 || g == w));
     if !fits {
         return Err(invalid!(
-            "input {name} has shape {got:?}, expected {want:?} (-1 = any size, all sizes > 0)"
+            "input {name} has shape {got:?}, expected {want:?} (-1 = any size)"
         ));
     }
     Ok(got.iter().map(|&d| d as usize).collect())
@@ -329,7 +336,7 @@ mod tests {
             &[input("kspace", "FP32", &[1, 0, 2, 2, 2]), m.clone()],
             &raw
         )
-        .contains("sizes > 0"));
+        .contains("raw bytes"));
         assert!(err(&[k.clone(), m.clone()], &[raw[0].clone(), vec![0; 3]]).contains("raw bytes"));
         assert!(err(&[k.clone(), m.clone()], &raw[..1]).contains("one per input"));
         let nan = vec![f32_bytes(&[f32::NAN; 8]), raw[1].clone()];

@@ -1,5 +1,6 @@
 //! NumPy `.npy` files (format versions 1–3): little-endian float32, float64, complex64, complex128,
-//! uint8 and bool arrays in C order, read into f32 / complex64; float32 and complex64 written.
+//! int64, int32, uint8 and bool arrays in C order, read into f32 / complex64 / i64; float32, complex64
+//! and int64 written.
 
 use num_complex::Complex32;
 use std::io::{Read, Write};
@@ -9,6 +10,8 @@ use std::path::Path;
 pub enum NpyData {
     F32(Vec<f32>),
     C64(Vec<Complex32>),
+    /// Integer arrays (int64 and int32), e.g. edge indices.
+    I64(Vec<i64>),
 }
 
 #[derive(Debug, Clone)]
@@ -114,6 +117,24 @@ pub fn parse(bytes: &[u8]) -> anyhow::Result<NpyArray> {
                     .collect(),
             )
         }
+        "<i8" => {
+            need(8)?;
+            NpyData::I64(
+                body.chunks_exact(8)
+                    .take(n)
+                    .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+                    .collect(),
+            )
+        }
+        "<i4" => {
+            need(4)?;
+            NpyData::I64(
+                body.chunks_exact(4)
+                    .take(n)
+                    .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                    .collect(),
+            )
+        }
         "|u1" | "|b1" => {
             need(1)?;
             NpyData::F32(body[..n].iter().map(|&b| b as f32).collect())
@@ -187,6 +208,16 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> anyhow::Result<(
     );
     let body: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
     write_raw(path, "<f4", shape, &body)
+}
+
+pub fn write_i64(path: &Path, shape: &[usize], data: &[i64]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        shape.iter().product::<usize>() == data.len(),
+        "shape {shape:?} does not match {} values",
+        data.len()
+    );
+    let body: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_raw(path, "<i8", shape, &body)
 }
 
 pub fn write_c64(path: &Path, shape: &[usize], data: &[Complex32]) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! The candle models and the engines that run them. Only this module touches candle tensors; the
 //! scheduler and the gRPC layer see plain `f32` buffers.
 
+pub mod lcm;
 pub mod lightsb;
 pub mod recon_resnet;
 
@@ -16,6 +17,8 @@ use std::path::PathBuf;
 pub const DEFAULT_RECON_MODEL: &str = "recon-lite";
 /// Name under which the shipped bridge (2-D Gaussian → Swiss roll) is served.
 pub const DEFAULT_BRIDGE_MODEL: &str = "lightsb";
+/// Name under which the shipped LCM second-minimum model is served.
+pub const DEFAULT_GRAPH_MODEL: &str = "lcm";
 
 /// The shipped default weights, embedded at build time (see build.rs).
 #[cfg(inferd_embedded_recon)]
@@ -27,6 +30,10 @@ pub const EMBEDDED_RECON: Option<&[u8]> = None;
 pub const EMBEDDED_BRIDGE: Option<&[u8]> = Some(include_bytes!("../../models/lightsb.safetensors"));
 #[cfg(not(inferd_embedded_bridge))]
 pub const EMBEDDED_BRIDGE: Option<&[u8]> = None;
+#[cfg(inferd_embedded_graph)]
+pub const EMBEDDED_GRAPH: Option<&[u8]> = Some(include_bytes!("../../models/lcm.safetensors"));
+#[cfg(not(inferd_embedded_graph))]
+pub const EMBEDDED_GRAPH: Option<&[u8]> = None;
 
 /// Where a model's weights come from.
 #[derive(Debug, Clone)]
@@ -72,6 +79,8 @@ pub enum Family {
     Recon,
     /// Light Schrödinger Bridge.
     Bridge,
+    /// Set / neighbourhood aggregation (LCM and baselines).
+    Graph,
 }
 
 impl Family {
@@ -79,6 +88,7 @@ impl Family {
         match self {
             Family::Recon => "recon",
             Family::Bridge => "lightsb",
+            Family::Graph => "lcm",
         }
     }
 }
@@ -122,6 +132,16 @@ pub enum Input {
         dc: DcMode,
     },
     Bridge(BridgeInput),
+    Graph(GraphInput),
+}
+
+/// Elements `x` (`[N, F]`) and the neighbourhoods to aggregate them over; the output has one row
+/// per CSR row.
+#[derive(Debug, Clone)]
+pub struct GraphInput {
+    pub x: Vec<f32>,
+    pub features: usize,
+    pub csr: lcm::Csr,
 }
 
 /// What to draw from a bridge for each row of `x` (`[rows, D]`).
@@ -153,6 +173,7 @@ impl Input {
             Input::Recon { slice, .. } => vec![slice.ny, slice.nx],
             // Everything but Euler–Maruyama shares one γ computation over the batch.
             Input::Bridge(b) => vec![b.dim, matches!(b.op, BridgeOp::EulerPath(_)) as usize],
+            Input::Graph(g) => vec![g.features],
         }
     }
 }
@@ -162,6 +183,8 @@ pub enum Output {
     Recon(recon::SliceOutput),
     /// Samples in the layout of the input's [`BridgeOp`].
     Bridge(Vec<f32>),
+    /// `[rows, out]` probabilities (sigmoid of the decoder's logits).
+    Graph(Vec<f32>),
 }
 
 /// A loaded model on its device. Only implementations touch candle; the scheduler and the API
@@ -195,6 +218,11 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<Box<dyn Engine>> {
             &spec.name, tensors, device,
         )?));
     }
+    if tensors.contains_key("aggregator_kind") {
+        return Ok(Box::new(GraphEngine::from_tensors(
+            &spec.name, tensors, device,
+        )?));
+    }
     if tensors.contains_key("log_alpha") && tensors.contains_key("r") {
         return Ok(Box::new(BridgeEngine::new(
             &spec.name,
@@ -205,7 +233,7 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<Box<dyn Engine>> {
     names.sort();
     names.truncate(5);
     Err(Error::InvalidArgument(format!(
-        "model {}: unrecognised weights (first tensors {names:?}); expected a ReconResNet (model.N.*) or a LightSB (log_alpha, r, log_s, epsilon)",
+        "model {}: unrecognised weights (first tensors {names:?}); expected a ReconResNet (model.N.*) a LightSB (log_alpha, r, log_s, epsilon) or a set/graph model (aggregator_kind, enc.*, agg.*, dec.*)",
         spec.name
     )))
 }
@@ -413,6 +441,127 @@ impl Engine for BridgeEngine {
                 Ok(Output::Bridge(out))
             })
             .collect()
+    }
+}
+
+/// A loaded set / graph model: encoder → aggregator → decoder.
+pub struct GraphEngine {
+    model: lcm::SetModel,
+    info: ModelInfo,
+    device: Device,
+}
+
+impl GraphEngine {
+    pub fn from_tensors(
+        name: &str,
+        mut tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        let bad = |m: String| Error::InvalidArgument(format!("model {name}: {m}"));
+        let code = tensors
+            .remove("aggregator_kind")
+            .ok_or_else(|| bad("no aggregator_kind".into()))?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let kind = code
+            .first()
+            .and_then(|&c| lcm::AggKind::from_code(c))
+            .ok_or_else(|| bad(format!("unknown aggregator_kind {code:?}")))?;
+        let dims = |t: &str| -> Result<Vec<usize>> {
+            Ok(tensors
+                .get(t)
+                .ok_or_else(|| bad(format!("no tensor {t}")))?
+                .dims()
+                .to_vec())
+        };
+        let enc = dims("enc.0.weight")?;
+        let dec = dims("dec.1.weight")?;
+        let (hidden, in_dim, out_dim) = (enc[0], enc[1], dec[0]);
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
+        let model = lcm::SetModel::new(kind, in_dim, hidden, out_dim, vb)
+            .map_err(|e| bad(format!("weights do not fit a {} model: {e}", kind.name())))?;
+        let info = ModelInfo {
+            name: name.to_string(),
+            family: Family::Graph,
+            description: format!(
+                "set/graph model, {} aggregator, {in_dim} → {hidden} → {out_dim}",
+                kind.name()
+            ),
+            parameters: 0,
+            default_batching: DefaultBatching {
+                max_batch: 32,
+                max_delay: std::time::Duration::ZERO,
+            },
+            properties: vec![
+                ("aggregator".into(), kind.name().into()),
+                ("in_features".into(), in_dim.to_string()),
+                ("hidden".into(), hidden.to_string()),
+                ("out_features".into(), out_dim.to_string()),
+            ],
+        };
+        Ok(GraphEngine {
+            model,
+            info,
+            device: device.clone(),
+        })
+    }
+}
+
+impl Engine for GraphEngine {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn warm_up(&self) -> Result<()> {
+        let f = self.model.in_dim;
+        let csr = lcm::Csr::from_batch(&[0, 0, 0, 1, 1])?;
+        self.run(vec![Input::Graph(GraphInput {
+            x: vec![0.5; 5 * f],
+            features: f,
+            csr,
+        })])
+        .map(|_| ())
+    }
+
+    fn run(&self, batch: Vec<Input>) -> Result<Vec<Output>> {
+        // All graphs of the batch as one disjoint union: one encoder, aggregator and decoder pass.
+        let f = self.model.in_dim;
+        let (mut x, mut rowptr, mut col, mut rows) =
+            (Vec::new(), vec![0usize], Vec::new(), Vec::new());
+        for input in batch {
+            let Input::Graph(g) = input else {
+                return Err(Error::Internal(
+                    "a graph model got another family's input".into(),
+                ));
+            };
+            if g.features != f {
+                return Err(Error::Internal(
+                    "graph input with the wrong feature count".into(),
+                ));
+            }
+            let node_offset = (x.len() / f) as u32;
+            let entry_offset = col.len();
+            x.extend_from_slice(&g.x);
+            col.extend(g.csr.col.iter().map(|c| c + node_offset));
+            rowptr.extend(g.csr.rowptr[1..].iter().map(|p| p + entry_offset));
+            rows.push(g.csr.rows());
+        }
+        let n = x.len() / f;
+        let csr = lcm::Csr { rowptr, col };
+        let xt = Tensor::from_vec(x, (n, f), &self.device)?;
+        let probs = candle_nn::ops::sigmoid(&self.model.forward(&xt, &csr)?)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let out = self.model.out_dim;
+        let mut offset = 0;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let v = probs[offset * out..(offset + r) * out].to_vec();
+                offset += r;
+                Output::Graph(v)
+            })
+            .collect())
     }
 }
 

@@ -76,12 +76,13 @@ pub struct ServeConfig {
 }
 
 impl ServeConfig {
-    /// Defaults for tests and embedding: loopback, CPU, shipped model, no metrics port.
+    /// Defaults for tests and embedding: loopback, shipped models, no metrics port, and the device
+    /// named by `INFERD_TEST_DEVICE` (default cpu; scripts/gpu-check.sh sets cuda:0).
     pub fn for_tests() -> Self {
         ServeConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             metrics_addr: None,
-            device: "cpu".into(),
+            device: std::env::var("INFERD_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()),
             models: Vec::new(),
             default_model: None,
             max_message_mb: 64,

@@ -8,7 +8,7 @@ use crate::api::validate::{self, Limits};
 use crate::error::{Error, Result};
 use crate::invalid;
 use crate::metrics::RequestGuard;
-use crate::models::{BridgeInput, BridgeOp, Family, Input, Output};
+use crate::models::{lcm::Csr, BridgeInput, BridgeOp, Family, GraphInput, Input, Output};
 use crate::mri::{dc::DcMode, recon::CartesianSlice};
 use crate::sched::{Done, Priority};
 use num_complex::Complex32;
@@ -84,6 +84,12 @@ fn recon_inputs(
             ));
         }
     }
+    if b == 0 || coils == 0 {
+        return Err(invalid!(
+            "kspace has shape {:?}; B and C must be at least 1",
+            k.shape
+        ));
+    }
     if coils > limits.max_coils {
         return Err(invalid!(
             "kspace has {coils} coils, expected at most {}",
@@ -149,9 +155,9 @@ fn bridge_inputs(
     let [rows, d] = x.shape[..] else {
         unreachable!("decode_inputs checked the rank")
     };
-    if d != dim {
+    if d != dim || rows == 0 {
         return Err(invalid!(
-            "input x has shape {:?}, expected [B, {dim}] (model {} has D = {dim})",
+            "input x has shape {:?}, expected [B, {dim}] with B >= 1 (model {} has D = {dim})",
             x.shape,
             info.name
         ));
@@ -187,6 +193,57 @@ fn bridge_inputs(
         seed,
     });
     Ok((vec![item], vec![rows as i64, samples as i64, dim as i64]))
+}
+
+/// `lcm`: x FP32 [N, F] with either `batch` INT64 [N] (sets → y [G, out], G = max id + 1) or
+/// `edge_index` INT64 [2, E] (source, target → y [N, out] over each node's in-neighbours).
+fn graph_inputs(
+    inputs: &HashMap<String, Decoded>,
+    info: &crate::models::ModelInfo,
+) -> Result<(Vec<Input>, Vec<i64>)> {
+    let x = &inputs["x"];
+    let features: usize = info
+        .property("in_features")
+        .ok_or_else(|| Error::Internal("graph model without a feature count".into()))?;
+    let out: usize = info.property("out_features").unwrap_or(0);
+    let [n, f] = x.shape[..] else {
+        unreachable!("decode_inputs checked the rank")
+    };
+    if f != features || n == 0 {
+        return Err(invalid!(
+            "input x has shape {:?}, expected [N, {features}] with N >= 1 (model {})",
+            x.shape,
+            info.name
+        ));
+    }
+    let csr = match (inputs.get("batch"), inputs.get("edge_index")) {
+        (Some(b), None) => {
+            if b.shape != [n] {
+                return Err(invalid!(
+                    "input batch has shape {:?}, expected [{n}] (one set id per row of x)",
+                    b.shape
+                ));
+            }
+            Csr::from_batch(b.i64("batch")?)?
+        }
+        (None, Some(e)) => {
+            let edges = e.shape[1];
+            let v = e.i64("edge_index")?;
+            Csr::from_edge_index(&v[..edges], &v[edges..], n)?
+        }
+        _ => {
+            return Err(invalid!(
+                "give exactly one of batch INT64 [N] (sets) or edge_index INT64 [2, E] (graph)"
+            ))
+        }
+    };
+    let rows = csr.rows();
+    let item = Input::Graph(GraphInput {
+        x: x.f32("x")?.to_vec(),
+        features,
+        csr,
+    });
+    Ok((vec![item], vec![rows as i64, out as i64]))
 }
 
 fn f32_bytes(v: &[f32]) -> Vec<u8> {
@@ -235,6 +292,7 @@ async fn run_infer(
     let (items, shape) = match info.family {
         Family::Recon => recon_inputs(&inputs, &params, &state.limits)?,
         Family::Bridge => bridge_inputs(&inputs, &params, &state.limits, info)?,
+        Family::Graph => graph_inputs(&inputs, info)?,
     };
     drop(inputs);
     let options = state::job_options(metadata, priority, timeout);
@@ -247,7 +305,7 @@ async fn run_infer(
             .map_err(|_| Error::Unavailable("the device worker dropped the request".into()))??;
         match done.output {
             Output::Recon(o) => values.extend_from_slice(&o.magnitude),
-            Output::Bridge(v) => values.extend_from_slice(&v),
+            Output::Bridge(v) | Output::Graph(v) => values.extend_from_slice(&v),
         }
     }
     let spec = contract.outputs[0];
@@ -449,7 +507,7 @@ impl GrpcInferenceService for KServeService {
                         name: s.name.into(),
                         data_type: data_type(s.datatype),
                         dims: s.shape[1..].to_vec(),
-                        optional: false,
+                        optional: s.optional,
                     })
                     .collect(),
                 output: contract

@@ -21,7 +21,8 @@ use crate::api::pb::{bridge_server::BridgeServer, reconstruction_server::Reconst
 use crate::api::validate::Limits;
 use crate::metrics::Metrics;
 use crate::models::{
-    self, Engine, Family, ModelSpec, WeightsSource, DEFAULT_BRIDGE_MODEL, DEFAULT_RECON_MODEL,
+    self, Engine, Family, ModelSpec, WeightsSource, DEFAULT_BRIDGE_MODEL, DEFAULT_GRAPH_MODEL,
+    DEFAULT_RECON_MODEL,
 };
 use crate::sched::{policy::BatchConfig, Scheduler, SchedulerConfig};
 use auth::TokenCheck;
@@ -43,6 +44,7 @@ fn model_specs(config: &ServeConfig) -> anyhow::Result<Vec<ModelSpec>> {
     let shipped = [
         (DEFAULT_RECON_MODEL, models::EMBEDDED_RECON),
         (DEFAULT_BRIDGE_MODEL, models::EMBEDDED_BRIDGE),
+        (DEFAULT_GRAPH_MODEL, models::EMBEDDED_GRAPH),
     ];
     for (name, bytes) in shipped {
         if let Some(bytes) = bytes {

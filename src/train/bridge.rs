@@ -317,7 +317,10 @@ pub fn read_samples(path: &Path) -> anyhow::Result<(Vec<f32>, usize)> {
     } else {
         let a = npy::read(path)?;
         let NpyData::F32(data) = a.data else {
-            bail!("{}: complex samples; expected real [N, D]", path.display());
+            bail!(
+                "{}: not real floating-point samples; expected float32/float64 [N, D]",
+                path.display()
+            );
         };
         match a.shape[..] {
             [_, d] => (data, d),

@@ -263,11 +263,14 @@ pub fn run(args: TrainReconArgs) -> anyhow::Result<()> {
             varmap.save(&ckpt)?;
             std::fs::write(&step_file, format!("{}\n", step + 1))?;
             let (zf, rec) = validate(&net, &device, d.size, &d.accelerations)?;
-            bar.println(format!(
+            super::report(
+                &bar,
+                format!(
                 "step {}: loss {:.4}; validation SSIM zero-filled {zf:.4} → network+DC {rec:.4}",
                 step + 1,
                 avg.unwrap()
-            ));
+            ),
+            );
         }
     }
     bar.finish();

@@ -1,0 +1,58 @@
+//! inferd's set model (candle) against the PyTorch implementation with torch.nn.GRUCell
+//! (tests/reference/graph_parity.py): same weights, same sets, logits within 1e-4.
+
+mod common;
+
+use candle_core::Device;
+use inferd::models::lcm::Csr;
+use inferd::models::{Engine, GraphEngine, GraphInput, Input, Output};
+
+#[test]
+fn set_model_matches_pytorch_for_every_aggregator() {
+    let dir = tempfile::tempdir().unwrap();
+    common::run(
+        common::python()
+            .arg(common::repo().join("tests/reference/graph_parity.py"))
+            .arg(dir.path()),
+    );
+    for kind in ["sum", "max", "gru", "lcm"] {
+        let weights = candle_core::safetensors::load(
+            dir.path().join(format!("{kind}.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let engine = GraphEngine::from_tensors(kind, weights, &Device::Cpu).unwrap();
+        let io = candle_core::safetensors::load(
+            dir.path().join(format!("{kind}-io.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let x = io["x"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let batch = io["batch"].to_vec1::<i64>().unwrap();
+        let want: Vec<f32> = io["logits"]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let out = engine
+            .run(vec![Input::Graph(GraphInput {
+                x,
+                features: 8,
+                csr: Csr::from_batch(&batch).unwrap(),
+            })])
+            .unwrap();
+        let Some(Output::Graph(probs)) = out.into_iter().next() else {
+            panic!("no output")
+        };
+        let sigmoid = |v: f32| 1.0 / (1.0 + (-v).exp());
+        let max_diff = probs
+            .iter()
+            .zip(&want)
+            .map(|(p, l)| (p - sigmoid(*l)).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            max_diff < 1e-4,
+            "{kind}: max probability difference {max_diff}"
+        );
+    }
+}
