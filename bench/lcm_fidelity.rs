@@ -5,11 +5,11 @@
 //!
 //! cargo run --release --example lcm_fidelity -- FILE[:AGGREGATOR] [FILE[:AGGREGATOR] ...]
 
+use candle_core::Tensor;
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use inferd::models::lcm::{AggKind, SetModel};
-use candle_core::Tensor;
 use inferd::models::lcm::Csr;
+use inferd::models::lcm::{AggKind, SetModel};
 use inferd::train::graph::{evaluate, second_min_batch};
 use rand::{seq::SliceRandom, SeedableRng};
 
@@ -20,11 +20,19 @@ fn order_sensitivity(model: &SetModel) -> anyhow::Result<(f64, f64)> {
     let n = batch.len();
     let mut perm: Vec<usize> = (0..n).collect();
     perm.shuffle(&mut rng);
-    let xs: Vec<f32> = perm.iter().flat_map(|&i| x[i * 8..(i + 1) * 8].to_vec()).collect();
+    let xs: Vec<f32> = perm
+        .iter()
+        .flat_map(|&i| x[i * 8..(i + 1) * 8].to_vec())
+        .collect();
     let bs: Vec<i64> = perm.iter().map(|&i| batch[i]).collect();
     let probs = |x: Vec<f32>, b: &[i64]| -> anyhow::Result<Vec<f32>> {
-        let logits = model.forward(&Tensor::from_vec(x, (b.len(), 8), &Device::Cpu)?, &Csr::from_batch(b)?)?;
-        Ok(candle_nn::ops::sigmoid(&logits)?.flatten_all()?.to_vec1::<f32>()?)
+        let logits = model.forward(
+            &Tensor::from_vec(x, (b.len(), 8), &Device::Cpu)?,
+            &Csr::from_batch(b)?,
+        )?;
+        Ok(candle_nn::ops::sigmoid(&logits)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     };
     let (a, b) = (probs(x, &batch)?, probs(xs, &bs)?);
     let changed = a
@@ -32,7 +40,12 @@ fn order_sensitivity(model: &SetModel) -> anyhow::Result<(f64, f64)> {
         .zip(b.chunks_exact(8))
         .filter(|(p, q)| p.iter().zip(*q).any(|(u, v)| (*u > 0.5) != (*v > 0.5)))
         .count();
-    let mean_abs = a.iter().zip(&b).map(|(u, v)| (u - v).abs() as f64).sum::<f64>() / a.len() as f64;
+    let mean_abs = a
+        .iter()
+        .zip(&b)
+        .map(|(u, v)| (u - v).abs() as f64)
+        .sum::<f64>()
+        / a.len() as f64;
     Ok((changed as f64 / 1024.0, mean_abs))
 }
 
@@ -72,7 +85,12 @@ fn main() -> anyhow::Result<()> {
             })
             .collect::<anyhow::Result<_>>()?;
         let (changed, dp) = order_sensitivity(&model)?;
-        println!("{path},{},{},{:.1},{dp:.2e}", kind.name(), accs.join(","), 100.0 * changed);
+        println!(
+            "{path},{},{},{:.1},{dp:.2e}",
+            kind.name(),
+            accs.join(","),
+            100.0 * changed
+        );
     }
     Ok(())
 }

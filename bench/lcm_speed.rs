@@ -78,7 +78,11 @@ fn main() -> anyhow::Result<()> {
                         .iter()
                         .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
                         .collect();
-                    let agg = Aggregator::new(kind, f, VarBuilder::from_tensors(weights, DType::F32, &device))?;
+                    let agg = Aggregator::new(
+                        kind,
+                        f,
+                        VarBuilder::from_tensors(weights, DType::F32, &device),
+                    )?;
                     let run = || -> anyhow::Result<f64> {
                         let t = Instant::now();
                         let h = x.index_select(&col, 0)?;
