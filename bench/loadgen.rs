@@ -5,6 +5,7 @@
 //! cargo run --release --example loadgen -- URL KIND CONCURRENCY SECONDS
 //!   KIND: live | lightsb | recon64 | recon128
 
+use inferd::api::kserve::f32_raw;
 use inferd::api::kserve::pb::{
     self, grpc_inference_service_client::GrpcInferenceServiceClient,
     infer_parameter::ParameterChoice, model_infer_request::InferInputTensor, InferParameter,
@@ -12,10 +13,6 @@ use inferd::api::kserve::pb::{
 use inferd::mri::{fft, masks, phantom};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
 
 /// One row of `dim` values, 4 samples, from the bridge served as `model`.
 fn lightsb_request(model: &str, dim: usize) -> pb::ModelInferRequest {
@@ -28,7 +25,7 @@ fn lightsb_request(model: &str, dim: usize) -> pb::ModelInferRequest {
             shape: vec![1, dim as i64],
             ..Default::default()
         }],
-        raw_input_contents: vec![f32_bytes(&x)],
+        raw_input_contents: vec![f32_raw(&x)],
         parameters: [(
             "num_samples".to_string(),
             InferParameter {
@@ -69,7 +66,7 @@ fn recon_request(n: usize) -> pb::ModelInferRequest {
                 ..Default::default()
             },
         ],
-        raw_input_contents: vec![f32_bytes(&ks), f32_bytes(&m)],
+        raw_input_contents: vec![f32_raw(&ks), f32_raw(&m)],
         ..Default::default()
     }
 }

@@ -44,7 +44,7 @@ fn infer_request(
             shape: vec![(x.len() / d) as i64, d as i64],
             ..Default::default()
         }],
-        raw_input_contents: vec![x.iter().flat_map(|v| v.to_le_bytes()).collect()],
+        raw_input_contents: vec![inferd::api::kserve::f32_raw(x)],
         parameters: params
             .iter()
             .map(|(k, v)| {
@@ -61,10 +61,7 @@ fn infer_request(
 }
 
 fn values(r: &kpb::ModelInferResponse) -> Vec<f32> {
-    r.raw_output_contents[0]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    inferd::api::kserve::raw_f32(&r.raw_output_contents[0])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,17 +169,7 @@ async fn kserve_lightsb_samples_states_and_refuses_bad_input() {
     ];
     for (expected, req) in bad {
         let s = c.model_infer(req).await.unwrap_err();
-        assert_eq!(
-            s.code(),
-            Code::InvalidArgument,
-            "{expected}: {}",
-            s.message()
-        );
-        assert!(
-            s.message().contains(expected),
-            "expected {expected:?} in {:?}",
-            s.message()
-        );
+        common::assert_invalid(&s, expected);
     }
     let huge = infer_request(
         &x_rows(4096),

@@ -9,6 +9,7 @@ use inferd::api::kserve::pb::{
     self, grpc_inference_service_client::GrpcInferenceServiceClient,
     model_infer_request::InferInputTensor,
 };
+use inferd::api::kserve::{f32_raw, i64_raw};
 use inferd::serve::ServeConfig;
 use inferd::train::graph::bits;
 use rand::{Rng, SeedableRng};
@@ -32,14 +33,14 @@ fn request(
     edges: Option<(&[i64], &[i64])>,
 ) -> pb::ModelInferRequest {
     let mut inputs = vec![tensor("x", "FP32", &[(x.len() / f) as i64, f as i64])];
-    let mut raw = vec![x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()];
+    let mut raw = vec![f32_raw(x)];
     if let Some(b) = batch {
         inputs.push(tensor("batch", "INT64", &[b.len() as i64]));
-        raw.push(b.iter().flat_map(|v| v.to_le_bytes()).collect());
+        raw.push(i64_raw(b));
     }
     if let Some((s, d)) = edges {
         inputs.push(tensor("edge_index", "INT64", &[2, s.len() as i64]));
-        raw.push(s.iter().chain(d).flat_map(|v| v.to_le_bytes()).collect());
+        raw.push(i64_raw(&[s, d].concat()));
     }
     pb::ModelInferRequest {
         model_name: "lcm".into(),
@@ -50,10 +51,7 @@ fn request(
 }
 
 fn decode(resp: &pb::ModelInferResponse) -> Vec<u8> {
-    let p: Vec<f32> = resp.raw_output_contents[0]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
+    let p = inferd::api::kserve::raw_f32(&resp.raw_output_contents[0]);
     p.chunks_exact(8)
         .map(|b| {
             b.iter()
@@ -139,17 +137,7 @@ async fn second_minimum_of_sets_and_of_neighbourhoods() {
     ];
     for (expected, req) in cases {
         let s = c.model_infer(req).await.unwrap_err();
-        assert_eq!(
-            s.code(),
-            Code::InvalidArgument,
-            "{expected}: {}",
-            s.message()
-        );
-        assert!(
-            s.message().contains(expected),
-            "expected {expected:?} in {:?}",
-            s.message()
-        );
+        common::assert_invalid(&s, expected);
     }
     let mut wrong_rank = request(&ok_x, 8, None, Some((&[0], &[1])));
     wrong_rank.inputs[1].shape = vec![2];

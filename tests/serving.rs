@@ -8,6 +8,7 @@ use inferd::api::kserve::pb::{
     self, grpc_inference_service_client::GrpcInferenceServiceClient,
     infer_parameter::ParameterChoice, model_infer_request::InferInputTensor, InferParameter,
 };
+use inferd::api::kserve::{f32_raw, raw_f32};
 use inferd::mri::{fft, masks, metrics, phantom};
 use inferd::serve::{config::Secret, ServeConfig};
 use std::time::{Duration, Instant};
@@ -23,10 +24,6 @@ async fn client(url: &str) -> Client {
         .unwrap()
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20)
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// A single-coil `recon` request of `b` synthetic n×n slices at 4× (1D variable density), and the
@@ -70,17 +67,14 @@ fn recon_request(n: usize, b: usize, seed: u64) -> (pb::ModelInferRequest, Vec<V
                 ..Default::default()
             },
         ],
-        raw_input_contents: vec![f32_bytes(&kspace), f32_bytes(&mask)],
+        raw_input_contents: vec![f32_raw(&kspace), f32_raw(&mask)],
         ..Default::default()
     };
     (req, truth)
 }
 
 fn image(resp: &pb::ModelInferResponse) -> Vec<f32> {
-    resp.raw_output_contents[0]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect()
+    raw_f32(&resp.raw_output_contents[0])
 }
 
 fn param(choice: ParameterChoice) -> InferParameter {
@@ -253,7 +247,7 @@ async fn kserve_bad_input_gets_invalid_argument() {
             Box::new(|r| {
                 r.inputs[0].shape = vec![1, 1, 4, 4, 2];
                 r.inputs[1].shape = vec![1, 4, 4];
-                r.raw_input_contents = vec![vec![0; 128], f32_bytes(&[1.0; 16])];
+                r.raw_input_contents = vec![vec![0; 128], f32_raw(&[1.0; 16])];
             }),
         ),
         (
@@ -287,17 +281,7 @@ async fn kserve_bad_input_gets_invalid_argument() {
         let mut r = good.clone();
         change(&mut r);
         let s = c.model_infer(r).await.unwrap_err();
-        assert_eq!(
-            s.code(),
-            Code::InvalidArgument,
-            "{expected}: {}",
-            s.message()
-        );
-        assert!(
-            s.message().contains(expected),
-            "expected {expected:?} in {:?}",
-            s.message()
-        );
+        common::assert_invalid(&s, expected);
     }
     let mut r = good.clone();
     r.model_name = "nope".into();
@@ -371,34 +355,42 @@ async fn overload_refuses_some_at_once_loses_none_and_recovers() {
     server.stop().await;
 }
 
-/// Occupies the single worker with `count` slow requests (256², 8 coils), returning their handles.
-fn busy(
-    url: &str,
-    count: usize,
-) -> Vec<tokio::task::JoinHandle<Result<tonic::Response<pb::ModelInferResponse>, tonic::Status>>> {
+type Blockers =
+    Vec<tokio::task::JoinHandle<Result<tonic::Response<pb::ModelInferResponse>, tonic::Status>>>;
+
+/// A server with one worker and batches of one, whose worker is kept busy by `count` slow requests
+/// (256², 8 coils) sent 200 ms before this returns; await the blockers at the end.
+async fn busy_server(count: usize) -> (TestServer, Blockers) {
+    let server = TestServer::start(ServeConfig {
+        max_batch: Some(1),
+        ..ServeConfig::for_tests()
+    })
+    .await;
     let n = 256;
     let (mut req, _) = recon_request(n, 1, 9);
     // 8 coils: the same slice repeated per coil
     let k = req.raw_input_contents[0].clone();
     req.raw_input_contents[0] = k.repeat(8);
     req.inputs[0].shape = vec![1, 8, n as i64, n as i64, 2];
-    (0..count)
+    let blockers = (0..count)
         .map(|_| {
-            let (url, req) = (url.to_string(), req.clone());
+            let (url, req) = (server.url.clone(), req.clone());
             tokio::spawn(async move { client(&url).await.model_infer(req).await })
         })
-        .collect()
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (server, blockers)
+}
+
+async fn finish(blockers: Blockers) {
+    for b in blockers {
+        b.await.unwrap().unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_past_its_deadline_never_reaches_the_device() {
-    let server = TestServer::start(ServeConfig {
-        max_batch: Some(1),
-        ..ServeConfig::for_tests()
-    })
-    .await;
-    let blockers = busy(&server.url, 2);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (server, blockers) = busy_server(2).await;
     let (req, _) = recon_request(32, 1, 2);
 
     // The client's gRPC deadline (grpc-timeout). tonic enforces it on both sides and reports
@@ -429,9 +421,7 @@ async fn work_past_its_deadline_never_reaches_the_device() {
     assert_eq!(s.code(), Code::DeadlineExceeded, "{}", s.message());
     assert!(s.message().contains("in the queue"), "{}", s.message());
 
-    for b in blockers {
-        b.await.unwrap().unwrap();
-    }
+    finish(blockers).await;
     let text = server.metrics();
     let dropped = metric(&text, &["inferd_dropped_total", "recon-lite"]);
     assert!(dropped >= 2.0, "{text}");
@@ -446,13 +436,7 @@ async fn work_past_its_deadline_never_reaches_the_device() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_priority_overtakes_queued_normal_work() {
-    let server = TestServer::start(ServeConfig {
-        max_batch: Some(1),
-        ..ServeConfig::for_tests()
-    })
-    .await;
-    let blockers = busy(&server.url, 1);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (server, blockers) = busy_server(1).await;
     let (req, _) = recon_request(128, 1, 4);
     let spawn = |priority: u64| {
         let (url, mut r) = (server.url.clone(), req.clone());
@@ -481,9 +465,7 @@ async fn high_priority_overtakes_queued_normal_work() {
         later >= 3,
         "only {later} normal requests finished after the high-priority one"
     );
-    for b in blockers {
-        b.await.unwrap().unwrap();
-    }
+    finish(blockers).await;
     server.stop().await;
 }
 

@@ -199,12 +199,7 @@ fn decode_raw(name: &str, datatype: &str, bytes: &[u8], count: usize) -> Result<
                 .map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk")))
                 .collect(),
         ),
-        _ => Data::F32(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4-byte chunk")))
-                .collect(),
-        ),
+        _ => Data::F32(raw_f32(bytes)),
     })
 }
 
@@ -234,6 +229,24 @@ fn decode_typed(t: &InferInputTensor, datatype: &str, count: usize) -> Result<Da
         ));
     }
     Ok(data)
+}
+
+/// FP32 values as KServe raw contents (little-endian).
+pub fn f32_raw(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// INT64 values as KServe raw contents (little-endian).
+pub fn i64_raw(v: &[i64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// KServe raw contents as FP32 values (a trailing partial value is ignored).
+pub fn raw_f32(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4-byte chunk")))
+        .collect()
 }
 
 /// Typed access to request parameters.
@@ -306,16 +319,12 @@ mod tests {
         }
     }
 
-    fn f32_bytes(v: &[f32]) -> Vec<u8> {
-        v.iter().flat_map(|x| x.to_le_bytes()).collect()
-    }
-
     #[test]
     fn decodes_raw_inputs_and_names_every_mistake() {
         let c = contract(Family::Recon);
         let k = input("kspace", "FP32", &[1, 1, 2, 2, 2]);
         let m = input("mask", "FP32", &[1, 2, 2]);
-        let raw = vec![f32_bytes(&[1.0; 8]), f32_bytes(&[1.0, 0.0, 1.0, 0.0])];
+        let raw = vec![f32_raw(&[1.0; 8]), f32_raw(&[1.0, 0.0, 1.0, 0.0])];
         let d = decode_inputs(&[k.clone(), m.clone()], &raw, &c).unwrap();
         assert_eq!(d["mask"].shape, vec![1, 2, 2]);
         assert_eq!(d["mask"].f32("mask").unwrap(), &[1.0, 0.0, 1.0, 0.0]);
@@ -339,7 +348,7 @@ mod tests {
         .contains("raw bytes"));
         assert!(err(&[k.clone(), m.clone()], &[raw[0].clone(), vec![0; 3]]).contains("raw bytes"));
         assert!(err(&[k.clone(), m.clone()], &raw[..1]).contains("one per input"));
-        let nan = vec![f32_bytes(&[f32::NAN; 8]), raw[1].clone()];
+        let nan = vec![f32_raw(&[f32::NAN; 8]), raw[1].clone()];
         assert!(err(&[k.clone(), m.clone()], &nan).contains("non-finite"));
         assert!(err(&[input("image", "FP32", &[1])], &[]).contains("unexpected input"));
     }

@@ -25,29 +25,31 @@ use std::collections::HashMap;
 /// Products with fewer multiply-adds than this run as a loop on the CPU.
 const LOOP_LIMIT: usize = 1 << 18;
 
-/// A `[rows, cols]` matrix kept on the host and, for large products, on the device.
+/// A `[rows, cols]` matrix kept on the host; copied to the device the first time a product is
+/// large enough to go there (small products never upload anything).
 struct Matrix {
     rows: usize,
     cols: usize,
     data: Vec<f32>,
-    device: Option<Tensor>,
+    device: Device,
+    on_device: std::sync::OnceLock<Tensor>,
 }
 
 impl Matrix {
-    fn new(rows: usize, cols: usize, data: Vec<f32>, device: &Device) -> Result<Self> {
-        let t = Tensor::from_slice(&data, (rows, cols), device)?;
-        Ok(Matrix {
+    fn new(rows: usize, cols: usize, data: Vec<f32>, device: &Device) -> Self {
+        Matrix {
             rows,
             cols,
             data,
-            device: Some(t),
-        })
+            device: device.clone(),
+            on_device: std::sync::OnceLock::new(),
+        }
     }
 
     /// `a · self` for `a` of shape `[m, rows]`.
     fn left_mul(&self, a: &[f32], m: usize) -> Result<Vec<f32>> {
         debug_assert_eq!(a.len(), m * self.rows);
-        if m * self.rows * self.cols <= LOOP_LIMIT || self.device.is_none() {
+        if m * self.rows * self.cols <= LOOP_LIMIT {
             let mut out = vec![0.0f32; m * self.cols];
             for (i, row) in out.chunks_exact_mut(self.cols).enumerate() {
                 let mut acc = vec![0.0f64; self.cols];
@@ -66,8 +68,14 @@ impl Matrix {
             }
             return Ok(out);
         }
-        let w = self.device.as_ref().expect("checked above");
-        let a = Tensor::from_slice(a, (m, self.rows), w.device())?;
+        let w = match self.on_device.get() {
+            Some(w) => w,
+            None => {
+                let t = Tensor::from_slice(&self.data, (self.rows, self.cols), &self.device)?;
+                self.on_device.get_or_init(|| t)
+            }
+        };
+        let a = Tensor::from_slice(a, (m, self.rows), &self.device)?;
         Ok(a.matmul(w)?.flatten_all()?.to_vec1::<f32>()?)
     }
 }
@@ -170,7 +178,7 @@ impl LightSb {
             dim: d,
             components: k,
             epsilon,
-            logit_w: Matrix::new(2 * d, k, w, device)?,
+            logit_w: Matrix::new(2 * d, k, w, device),
             log_alpha,
             r,
             log_s,
@@ -215,10 +223,6 @@ impl LightSb {
                 Tensor::from_slice(&[self.epsilon], 1, &cpu)?,
             ),
         ]))
-    }
-
-    pub fn device(&self) -> &Device {
-        &self.device
     }
 
     /// Unnormalised log γ_k(x) for `rows` inputs: `[rows, K]`, one matrix product for all.
@@ -351,7 +355,7 @@ impl LightSb {
             }
             c[kk] = ck;
         }
-        let wq = Matrix::new(2 * d, k, wq, &self.device)?;
+        let wq = Matrix::new(2 * d, k, wq, &self.device);
         let mut w = wq.left_mul(&quadratic_features(x, d), rows)?;
         for row in w.chunks_exact_mut(k) {
             for (v, &ck) in row.iter_mut().zip(&c) {
@@ -359,8 +363,8 @@ impl LightSb {
             }
         }
         softmax_rows(&mut w, k);
-        let pm = Matrix::new(k, d, p, &self.device)?.left_mul(&w, rows)?;
-        let qm = Matrix::new(k, d, q, &self.device)?.left_mul(&w, rows)?;
+        let pm = Matrix::new(k, d, p, &self.device).left_mul(&w, rows)?;
+        let qm = Matrix::new(k, d, q, &self.device).left_mul(&w, rows)?;
         Ok(x.iter()
             .zip(pm.iter().zip(&qm))
             .map(|(&xv, (&pv, &qv))| ((xv * pv + qv - xv) as f64 / u) as f32)

@@ -107,6 +107,12 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// A property every model of the family has (set at load time), e.g. a bridge's `dim`.
+    pub fn require<T: std::str::FromStr>(&self, name: &str) -> Result<T> {
+        self.property(name)
+            .ok_or_else(|| Error::Internal(format!("model {} has no property {name}", self.name)))
+    }
+
     /// A family-specific property, e.g. a bridge's `dim`.
     pub fn property<T: std::str::FromStr>(&self, name: &str) -> Option<T> {
         self.properties
@@ -363,10 +369,6 @@ impl BridgeEngine {
             ],
         };
         BridgeEngine { model, info }
-    }
-
-    pub fn model(&self) -> &LightSb {
-        &self.model
     }
 }
 

@@ -8,7 +8,7 @@ use crate::api::tensor;
 use crate::error::{Error, Result};
 use crate::invalid;
 use crate::metrics::RequestGuard;
-use crate::models::{BridgeInput, BridgeOp, Family, ModelInfo, Output};
+use crate::models::{BridgeInput, BridgeOp, Family, Output};
 use crate::sched::{JobOptions, Priority, Reply, Scheduler};
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -26,11 +26,6 @@ pub struct BridgeService {
 const MAX_TIME_POINTS: usize = 10_000;
 /// Default chunk size in bytes when the client sets no rows_per_chunk.
 const CHUNK_BYTES: usize = 4 << 20;
-
-fn bridge_dim(info: &ModelInfo) -> Result<usize> {
-    info.property("dim")
-        .ok_or_else(|| Error::Internal(format!("bridge model {} has no dimension", info.name)))
-}
 
 /// The operation and the time points of its output (for trajectories, t = 0 first).
 fn operation(what: Option<&What>) -> Result<(BridgeOp, Vec<f32>)> {
@@ -142,7 +137,7 @@ fn plan(
 ) -> Result<Plan> {
     let loaded = state.loaded()?;
     let model = loaded.find_family(&req.model, Family::Bridge)?;
-    let dim = bridge_dim(&loaded.models[model])?;
+    let dim: usize = loaded.models[model].require("dim")?;
     let xt = req
         .x
         .as_ref()
@@ -299,9 +294,9 @@ impl Bridge for BridgeService {
         let info = &loaded.models[model];
         Ok(Response::new(pb::BridgeInfo {
             model: info.name.clone(),
-            dim: bridge_dim(info)? as u32,
-            components: info.property("components").unwrap_or(0),
-            epsilon: info.property("epsilon").unwrap_or(f32::NAN),
+            dim: info.require("dim")?,
+            components: info.require("components")?,
+            epsilon: info.require("epsilon")?,
         }))
     }
 }

@@ -149,9 +149,7 @@ fn bridge_inputs(
     info: &crate::models::ModelInfo,
 ) -> Result<(Vec<Input>, Vec<i64>)> {
     let x = &inputs["x"];
-    let dim: usize = info
-        .property("dim")
-        .ok_or_else(|| Error::Internal("bridge model without a dimension".into()))?;
+    let dim: usize = info.require("dim")?;
     let [rows, d] = x.shape[..] else {
         unreachable!("decode_inputs checked the rank")
     };
@@ -202,10 +200,8 @@ fn graph_inputs(
     info: &crate::models::ModelInfo,
 ) -> Result<(Vec<Input>, Vec<i64>)> {
     let x = &inputs["x"];
-    let features: usize = info
-        .property("in_features")
-        .ok_or_else(|| Error::Internal("graph model without a feature count".into()))?;
-    let out: usize = info.property("out_features").unwrap_or(0);
+    let features: usize = info.require("in_features")?;
+    let out: usize = info.require("out_features")?;
     let [n, f] = x.shape[..] else {
         unreachable!("decode_inputs checked the rank")
     };
@@ -244,10 +240,6 @@ fn graph_inputs(
         csr,
     });
     Ok((vec![item], vec![rows as i64, out as i64]))
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
 /// Runs one ModelInfer request end to end.
@@ -320,7 +312,7 @@ async fn run_infer(
             shape,
             ..Default::default()
         }],
-        raw_output_contents: vec![f32_bytes(&values)],
+        raw_output_contents: vec![wire::f32_raw(&values)],
     })
 }
 

@@ -259,14 +259,7 @@ fn train(
     on_step: &mut impl FnMut(usize, f32),
     mut checkpoint: impl FnMut(usize) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let mut opt = candle_nn::AdamW::new(
-        params.vars(),
-        candle_nn::ParamsAdamW {
-            lr: cfg.lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let mut opt = super::adam(params.vars(), cfg.lr)?;
     for step in start..cfg.steps {
         let xb = batch(x, dim, cfg.batch, rng, device)?;
         let yb = batch(y, dim, cfg.batch, rng, device)?;
@@ -401,23 +394,12 @@ pub fn run(args: TrainBridgeArgs) -> anyhow::Result<()> {
     );
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
     let params = Params::init(&cfg, &y, dim, &mut rng, &device)?;
-    let ckpt = args.out.with_extension("ckpt.safetensors");
-    let step_file = args.out.with_extension("ckpt.step");
-    let mut start = 0;
-    if args.resume && ckpt.exists() {
-        params.load(&ckpt, &device)?;
-        start = std::fs::read_to_string(&step_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
+    let ckpt = super::Checkpoint::beside(&args.out);
+    let start = ckpt.resume(args.resume, |p| params.load(p, &device))?;
+    if start > 0 {
         rng = ChaCha8Rng::seed_from_u64(cfg.seed.wrapping_add(start as u64));
-        println!("resumed from {} at step {start}", ckpt.display());
     }
-    let bar = indicatif::ProgressBar::new(cfg.steps as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} {elapsed}<{eta} {msg}",
-    )?);
-    bar.set_position(start as u64);
+    let bar = super::progress_bar(cfg.steps, start)?;
     let mut avg = None::<f64>;
     let started = std::time::Instant::now();
     train(
@@ -437,8 +419,7 @@ pub fn run(args: TrainBridgeArgs) -> anyhow::Result<()> {
         },
         |done| {
             if done % args.checkpoint_every.max(1) == 0 || done == cfg.steps {
-                params.save(&ckpt)?;
-                std::fs::write(&step_file, format!("{done}\n"))?;
+                ckpt.save(done, |p| params.save(p))?;
             }
             Ok(())
         },

@@ -133,40 +133,15 @@ pub fn run(args: TrainGraphArgs) -> anyhow::Result<()> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let model = SetModel::new(args.aggregator, 8, args.hidden, 8, vb)?;
-    let ckpt = args.out.with_extension("ckpt.safetensors");
-    let step_file = args.out.with_extension("ckpt.step");
-    let mut start = 0;
-    if args.resume && ckpt.exists() {
-        let mut vm = varmap.clone();
-        vm.load(&ckpt)?;
-        start = std::fs::read_to_string(&step_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        println!("resumed from {} at step {start}", ckpt.display());
-    }
-    let mut opt = candle_nn::AdamW::new(
-        varmap.all_vars(),
-        candle_nn::ParamsAdamW {
-            lr: args.lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let ckpt = super::Checkpoint::beside(&args.out);
+    let start = ckpt.resume(args.resume, |p| Ok(varmap.clone().load(p)?))?;
+    let mut opt = super::adam(varmap.all_vars(), args.lr)?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed.wrapping_add(start as u64));
-    let bar = indicatif::ProgressBar::new(args.steps as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} {elapsed}<{eta} {msg}",
-    )?);
-    bar.set_position(start as u64);
+    let bar = super::progress_bar(args.steps, start)?;
     let started = std::time::Instant::now();
     let mut avg = None::<f64>;
     for step in start..args.steps {
-        // cosine decay to 5 %
-        let t = step as f64 / args.steps.max(1) as f64;
-        opt.set_learning_rate(
-            args.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())),
-        );
+        opt.set_learning_rate(super::cosine_lr(args.lr, step, args.steps));
         let (x, batch, y) = second_min_batch(args.batch, args.min_size..=args.max_size, &mut rng);
         let csr = Csr::from_batch(&batch)?;
         let xt = Tensor::from_vec(x, (batch.len(), 8), &device)?;
@@ -186,8 +161,7 @@ pub fn run(args: TrainGraphArgs) -> anyhow::Result<()> {
         bar.inc(1);
         let done = step + 1;
         if done % args.checkpoint_every.max(1) == 0 || done == args.steps {
-            varmap.save(&ckpt)?;
-            std::fs::write(&step_file, format!("{done}\n"))?;
+            ckpt.save(done, |p| Ok(varmap.save(p)?))?;
             let acc = evaluate(&model, 32, 512, 7, &device)?;
             super::report(
                 &bar,

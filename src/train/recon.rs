@@ -195,26 +195,9 @@ pub fn run(args: TrainReconArgs) -> anyhow::Result<()> {
         res_blocks: args.blocks,
     };
     let net = ReconResNet::new(config, vb)?;
-    let ckpt = args.out.with_extension("ckpt.safetensors");
-    let step_file = args.out.with_extension("ckpt.step");
-    let mut start = 0;
-    if args.resume && ckpt.exists() {
-        let mut vm = varmap.clone();
-        vm.load(&ckpt)?;
-        start = std::fs::read_to_string(&step_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        println!("resumed from {} at step {start}", ckpt.display());
-    }
-    let mut opt = candle_nn::AdamW::new(
-        varmap.all_vars(),
-        candle_nn::ParamsAdamW {
-            lr: args.lr,
-            weight_decay: 0.0,
-            ..Default::default()
-        },
-    )?;
+    let ckpt = super::Checkpoint::beside(&args.out);
+    let start = ckpt.resume(args.resume, |p| Ok(varmap.clone().load(p)?))?;
+    let mut opt = super::adam(varmap.all_vars(), args.lr)?;
     let mut src = ImageSource::new(
         d.seed.wrapping_add(start as u64),
         d.images.as_deref(),
@@ -226,18 +209,10 @@ pub fn run(args: TrainReconArgs) -> anyhow::Result<()> {
     } else {
         d.crop
     };
-    let bar = indicatif::ProgressBar::new(args.steps as u64);
-    bar.set_style(indicatif::ProgressStyle::with_template(
-        "{bar:40} {pos}/{len} {elapsed}<{eta} {msg}",
-    )?);
-    bar.set_position(start as u64);
+    let bar = super::progress_bar(args.steps, start)?;
     let mut avg = None::<f64>;
     for step in start..args.steps {
-        // cosine learning-rate decay to 5 % of the initial rate
-        let t = step as f64 / args.steps.max(1) as f64;
-        opt.set_learning_rate(
-            args.lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())),
-        );
+        opt.set_learning_rate(super::cosine_lr(args.lr, step, args.steps));
         let mut xs = Vec::with_capacity(args.batch * side * side);
         let mut ys = Vec::with_capacity(args.batch * side * side);
         for _ in 0..args.batch {
@@ -260,8 +235,7 @@ pub fn run(args: TrainReconArgs) -> anyhow::Result<()> {
         bar.set_message(format!("loss {:.4}", avg.unwrap()));
         bar.inc(1);
         if (step + 1) % args.checkpoint_every == 0 || step + 1 == args.steps {
-            varmap.save(&ckpt)?;
-            std::fs::write(&step_file, format!("{}\n", step + 1))?;
+            ckpt.save(step + 1, |p| Ok(varmap.save(p)?))?;
             let (zf, rec) = validate(&net, &device, d.size, &d.accelerations)?;
             super::report(
                 &bar,

@@ -124,3 +124,18 @@ pub fn metric(text: &str, parts: &[&str]) -> f64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
+
+/// A refusal must be INVALID_ARGUMENT with a message that names `expected`.
+pub fn assert_invalid(s: &tonic::Status, expected: &str) {
+    assert_eq!(
+        s.code(),
+        tonic::Code::InvalidArgument,
+        "{expected}: {}",
+        s.message()
+    );
+    assert!(
+        s.message().contains(expected),
+        "expected {expected:?} in {:?}",
+        s.message()
+    );
+}
