@@ -15,6 +15,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ],
             &["proto"],
         )?;
+    // TorchServe's inference API, for the load generator's side-by-side runs (client only; kept out
+    // of the descriptor set that inferd's reflection serves).
+    tonic_prost_build::configure()
+        .build_server(false)
+        .compile_protos(
+            &[std::path::PathBuf::from("proto/torchserve/inference.proto")],
+            &[
+                std::path::PathBuf::from("proto"),
+                protoc_bin_vendored::include_path()?,
+            ],
+        )?;
     println!("cargo:rerun-if-changed=proto");
 
     // The shipped default reconstruction model is embedded in the binary when present, so that
@@ -23,6 +34,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=models/recon-lite.safetensors");
     if std::path::Path::new("models/recon-lite.safetensors").exists() {
         println!("cargo:rustc-cfg=inferd_embedded_recon");
+    }
+    println!("cargo::rustc-check-cfg=cfg(inferd_embedded_radial)");
+    println!("cargo:rerun-if-changed=models/recon-radial.safetensors");
+    if std::path::Path::new("models/recon-radial.safetensors").exists() {
+        println!("cargo:rustc-cfg=inferd_embedded_radial");
     }
     println!("cargo::rustc-check-cfg=cfg(inferd_embedded_graph)");
     println!("cargo:rerun-if-changed=models/lcm.safetensors");

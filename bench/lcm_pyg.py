@@ -5,6 +5,7 @@ skipped rather than run (they exhaust this machine's memory).
 
 Usage: python3 lcm_pyg.py DIR
 """
+import os
 import sys
 import time
 
@@ -15,7 +16,8 @@ from torch_geometric.nn.aggr import GRUAggregation, LCMAggregation, SumAggregati
 torch.manual_seed(0)
 d = sys.argv[1]
 print("impl,graph,nodes,edges,max_in_degree,features,aggregator,ms,medges_per_s")
-for n, e in ((10_000, 100_000), (100_000, 1_000_000)):
+SIZES = ((10_000, 100_000),) if os.environ.get("LCM_BENCH_GRAPHS") == "small" else ((10_000, 100_000), (100_000, 1_000_000))
+for n, e in SIZES:
     for kind in ("uniform", "powerlaw"):
         name = f"{n}_{e}_{kind}"
         ei = torch.from_numpy(np.load(f"{d}/{name}.npy"))

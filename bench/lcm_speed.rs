@@ -2,7 +2,7 @@
 //! not depend on them) on random graphs, written to NPY so that `bench/lcm_pyg.py` times PyTorch
 //! Geometric on the very same graphs. `bench/run_lcm_speed.sh` runs both.
 //!
-//! cargo run --release --example lcm_speed -- OUT_DIR
+//! cargo run --release --example lcm_speed -- OUT_DIR   (LCM_BENCH_GRAPHS=small: 10⁴ nodes only)
 //! Graphs: 10⁴ nodes / 10⁵ edges and 10⁵ / 10⁶, sources uniform, targets either uniform or
 //! power-law (P(target = i) ∝ 1/(i+1)); F = 64 and 128. Times cover the gather of the messages
 //! x[source] and the aggregation into [N, F] (CSR construction reported separately).
@@ -44,7 +44,14 @@ fn main() -> anyhow::Result<()> {
     )?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     println!("impl,graph,nodes,edges,max_in_degree,features,aggregator,ms,medges_per_s");
-    for (n, e) in [(10_000usize, 100_000usize), (100_000, 1_000_000)] {
+    // LCM_BENCH_GRAPHS=small keeps to the 10⁴-node graphs (the suite's quick mode).
+    let small_only = std::env::var("LCM_BENCH_GRAPHS").is_ok_and(|v| v == "small");
+    let sizes: &[(usize, usize)] = if small_only {
+        &[(10_000, 100_000)]
+    } else {
+        &[(10_000, 100_000), (100_000, 1_000_000)]
+    };
+    for &(n, e) in sizes {
         for power_law in [false, true] {
             let name = format!(
                 "{}_{}_{}",

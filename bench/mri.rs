@@ -32,22 +32,43 @@ fn slice(coils: usize, n: usize) -> recon::CartesianSlice {
 
 fn benches(c: &mut Criterion) {
     let n = 256;
-    let mut data = slice(8, n).kspace;
-    c.bench_function("fft2c 8 coils 256²", |b| {
-        b.iter(|| fft::fft2c(black_box(&mut data), n, n))
-    });
-    let s = slice(8, n);
-    c.bench_function(
-        "prepare 8 coils 256² (zero-filled, sensitivities, combine)",
-        |b| b.iter(|| recon::prepare(black_box(s.clone()))),
-    );
-    let p = recon::prepare(s.clone());
-    let out = p.net_input.clone();
-    c.bench_function(
-        "finish 8 coils 256² (expand, FFT, hard DC, IFFT, RSS)",
-        |b| b.iter(|| recon::finish(black_box(p.clone()), &out, DcMode::Hard)),
-    );
+    // Side by side: the coils on one thread, and on rayon's whole pool (all cores unless
+    // RAYON_NUM_THREADS says otherwise).
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let pools: [(&str, Option<&rayon::ThreadPool>); 2] =
+        [("1 thread", Some(&one)), ("all cores", None)];
+    for (threads, pool) in pools {
+        let run = |f: &mut (dyn FnMut() + Send)| match pool {
+            Some(p) => p.install(f),
+            None => f(),
+        };
+        let mut data = slice(8, n).kspace;
+        c.bench_function(&format!("fft2c 8 coils 256², {threads}"), |b| {
+            b.iter(|| run(&mut || fft::fft2c(black_box(&mut data), n, n)))
+        });
+        let s = slice(8, n);
+        c.bench_function(
+            &format!("prepare 8 coils 256² (zero-filled, sensitivities, combine), {threads}"),
+            |b| b.iter(|| run(&mut || drop(recon::prepare(black_box(s.clone())).unwrap()))),
+        );
+        let p = recon::prepare(s.clone()).unwrap();
+        let out = p.net_input.clone();
+        c.bench_function(
+            &format!("finish 8 coils 256² (expand, FFT, hard DC, IFFT, RSS), {threads}"),
+            |b| {
+                b.iter(|| {
+                    run(&mut || {
+                        drop(recon::finish(black_box(p.clone()), &out, DcMode::Hard).unwrap())
+                    })
+                })
+            },
+        );
+    }
     let gt = phantom::shepp_logan(n, n);
+    let out = recon::prepare(slice(1, n)).unwrap().net_input;
     c.bench_function("ssim 256²", |b| {
         b.iter(|| metrics::ssim(black_box(&gt), &out, n, n))
     });

@@ -36,6 +36,9 @@ done
 step "LightSB sampling"
 INFERD_BENCH_DEVICE=$DEV $CARGO_TARGET_DIR/release/examples/lightsb_speed | tee "$OUT/lightsb_gpu.csv"
 
+step "LCM / GRU / sum aggregation on $DEV (10⁴ nodes, 10⁵ edges, uniform and power-law)"
+LCM_BENCH_GRAPHS=small INFERD_BENCH_DEVICE=$DEV $CARGO_TARGET_DIR/release/examples/lcm_speed /tmp/inferd-lcm-gpu | tee "$OUT/lcm_gpu.csv"
+
 step "served throughput (batching off vs on) on $DEV"
 CARGO_FEATURES=cuda INFERD_SERVE_DEVICE=$DEV KINDS="live lightsb lightsb128 recon128" bash bench/run_serving.sh 3 | tee "$OUT/serving.csv"
 
@@ -51,6 +54,8 @@ for line in open(f"{out}/recon_forward.jsonl"):
 for r in csv.DictReader(open(f"{out}/lightsb_gpu.csv")):
     if r["batch"] == "4096":
         print(f"| LightSB samples/s | D={r['dim']} K={r['components']} batch 4096 | {float(r['samples_per_s']):,.0f} |")
+for r in csv.DictReader(open(f"{out}/lcm_gpu.csv")):
+    print(f"| {r['aggregator']} aggregation | {r['graph']}, F={r['features']} | {float(r['ms']):.2f} ms |")
 rows = [l for l in open(f"{out}/serving.csv") if l.startswith(("off,", "on,"))]
 for r in csv.reader(rows):
     if r[2] == "64":

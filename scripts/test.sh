@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs inferd's whole test suite. Installs the independent references the tests compare against when
 # they are missing: BART and the openssl CLI (Debian packages); PyTorch, safetensors, numpy, pydicom,
-# grpcio with health checking and reflection, and NVIDIA's tritonclient (PyPI).
+# grpcio with health checking and reflection, NVIDIA's tritonclient and FINUFFT (PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,12 +18,12 @@ fi
 PY=${INFERD_PYTHON:-python3}
 # tritonclient pins protobuf below 7, so health checking and reflection come from a release whose
 # generated code runs on protobuf 6.
-if ! "$PY" -c "import torch, safetensors, numpy, pydicom, grpc, tritonclient.grpc
+if ! "$PY" -c "import torch, safetensors, numpy, pydicom, grpc, tritonclient.grpc, finufft
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2" >/dev/null 2>&1; then
-  echo "installing torch, safetensors, numpy, pydicom, grpcio (+ health checking, reflection), tritonclient (PyPI)"
+  echo "installing torch, safetensors, numpy, pydicom, grpcio (+ health checking, reflection), tritonclient, finufft (PyPI)"
   "$PY" -m pip install -q --disable-pip-version-check torch safetensors numpy pydicom grpcio \
-    "grpcio-health-checking<1.76" "grpcio-reflection<1.76" "tritonclient[grpc]"
+    "grpcio-health-checking<1.76" "grpcio-reflection<1.76" "tritonclient[grpc]" finufft
 fi
 
 # A persistent target directory outside the checkout makes repeated runs on one machine fast.

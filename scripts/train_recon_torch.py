@@ -5,7 +5,7 @@ target in the same scale), so the weights drop into `inferd serve` unchanged: th
 official `Resnet2Dv2b14` structure and its state dict is saved as safetensors. The loss and optimiser
 match `inferd train recon` (L1 + (1 - SSIM) with a 7x7 uniform window, Adam, cosine decay to 5 %).
 
-Usage:
+Usage (add --radial for pairs made with `inferd train recon-data --sampling radial`):
   python3 scripts/train_recon_torch.py --data DIR --out models/recon-lite.safetensors \
       --width 32 --blocks 6 --minutes 35 [--init previous.safetensors]
 """
@@ -46,6 +46,8 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--init", help="start from these weights (safetensors state dict)")
     ap.add_argument("--val", type=int, default=64, help="pairs held out for validation")
+    ap.add_argument("--radial", action="store_true",
+                    help="mark the weights as trained on gridded radial data (inferd serves them with the recon-radial contract)")
     args = ap.parse_args()
 
     torch.manual_seed(args.seed)
@@ -57,7 +59,7 @@ def main():
     net = ReconResNet(args.width, args.blocks)
     if args.init:
         from safetensors.torch import load_file
-        net.load_state_dict(load_file(args.init))
+        net.load_state_dict({k: v for k, v in load_file(args.init).items() if k != "sampling.radial"})
     opt = torch.optim.Adam(net.parameters(), lr=args.lr)
     budget = args.minutes * 60.0
     t0 = time.time()
@@ -94,7 +96,10 @@ def main():
             print(f"step {step} {elapsed/60:.1f} min lr {opt.param_groups[0]['lr']:.2e} loss {avg:.4f} "
                   f"val SSIM(net) {vs:.4f} (input {vz:.4f})", flush=True)
             save_file({k: v.contiguous() for k, v in net.state_dict().items()}, ckpt)
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, args.out)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    if args.radial:
+        state["sampling.radial"] = torch.ones(1)
+    save_file(state, args.out)
     print(f"done: {step} steps in {(time.time()-t0)/60:.1f} min; wrote {args.out}")
 
 

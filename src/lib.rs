@@ -4,12 +4,13 @@
 //! Layout: `api/` wire types and validation, `serve/` the gRPC server (inferd and KServe v2 APIs,
 //! health, auth, TLS, HTTP metrics), `sched/` admission, batching policy and device workers,
 //! `metrics` Prometheus counters, `mri/` FFT, masks, coils, data consistency and metrics, `models/` the candle networks,
-//! `io/` file formats, `client/` command-line clients, `train/` training of the shipped models.
+//! `io/` file formats, `client/` command-line clients, `load/` the load generator, `train/` training of the shipped models.
 
 pub mod api;
 pub mod client;
 pub mod error;
 pub mod io;
+pub mod load;
 pub mod metrics;
 pub mod models;
 pub mod mri;

@@ -24,6 +24,10 @@ enum Command {
     Serve(serve::ServeConfig),
     /// Stream a k-space volume to a server and write the reconstructions.
     Recon(client::recon::ReconArgs),
+    /// Generate load against a gRPC server and report throughput and latency (JSON, HTML).
+    Load(inferd::load::LoadArgs),
+    /// Ask a server's gRPC health service; exit 0 when SERVING (for container health checks).
+    Health(client::health::HealthArgs),
     /// Train a model.
     Train {
         #[command(subcommand)]
@@ -101,6 +105,20 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             rt.block_on(client::recon::run(args))
+        }
+        Command::Load(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(inferd::load::run(&args))?;
+            println!("{}", report.summary());
+            Ok(())
+        }
+        Command::Health(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::process::exit(rt.block_on(client::health::run(args)));
         }
         Command::Train {
             what: TrainCommand::Recon(args),

@@ -17,6 +17,8 @@ fn args(out: std::path::PathBuf, steps: usize, resume: bool) -> TrainReconArgs {
             crop: 0,
             accelerations: vec![4.0],
             pattern: inferd::mri::masks::Pattern::VariableDensity1d,
+            sampling: inferd::train::recon::Sampling::Cartesian,
+            spokes: vec![30],
             images: None,
             images_fraction: 0.5,
             seed: 1,

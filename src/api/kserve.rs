@@ -51,6 +51,11 @@ const RECON_INPUTS: &[TensorSpec] = &[
     spec("mask", "FP32", &[-1, -1, -1]),
 ];
 const RECON_OUTPUTS: &[TensorSpec] = &[spec("image", "FP32", &[-1, -1, -1])];
+/// `recon-radial`: k-space `[B, C, S, R, 2]` (spokes, readout) on `traj` `[B, S, R, 2]` (kx, ky).
+const RADIAL_INPUTS: &[TensorSpec] = &[
+    spec("kspace", "FP32", &[-1, -1, -1, -1, 2]),
+    spec("traj", "FP32", &[-1, -1, -1, 2]),
+];
 const BRIDGE_INPUTS: &[TensorSpec] = &[spec("x", "FP32", &[-1, -1])];
 const BRIDGE_OUTPUTS: &[TensorSpec] = &[spec("y", "FP32", &[-1, -1, -1])];
 /// Exactly one of `batch` (sets) and `edge_index` (graph neighbourhoods) is given.
@@ -60,6 +65,20 @@ const GRAPH_INPUTS: &[TensorSpec] = &[
     optional("edge_index", "INT64", &[2, -1]),
 ];
 const GRAPH_OUTPUTS: &[TensorSpec] = &[spec("y", "FP32", &[-1, -1])];
+
+/// A model's contract: its family's, except reconstruction models trained for radial sampling,
+/// which take k-space on a trajectory.
+pub fn contract_for(info: &crate::models::ModelInfo) -> Contract {
+    if info.family == Family::Recon
+        && info.property::<String>("sampling").as_deref() == Some("radial")
+    {
+        return Contract {
+            inputs: RADIAL_INPUTS,
+            outputs: RECON_OUTPUTS,
+        };
+    }
+    contract(info.family)
+}
 
 pub fn contract(family: Family) -> Contract {
     let (inputs, outputs) = match family {

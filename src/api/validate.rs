@@ -5,8 +5,12 @@ use super::pb::{self, data_consistency::Mode, mask_spec, sampling::Kind};
 use super::tensor;
 use crate::error::Result;
 use crate::invalid;
-use crate::mri::{dc::DcMode, masks, recon::CartesianSlice};
+use crate::mri::radial::{RadialOperator, RadialSlice, TrajectorySpec};
+use crate::mri::recon::{CartesianSlice, Slice};
+use crate::mri::traj::{self, Radial, SpokeAngles};
+use crate::mri::{dc::DcMode, masks};
 use crate::sched::Priority;
+use std::sync::Arc;
 
 /// Size limits of a reconstruction request.
 #[derive(Debug, Clone, Copy)]
@@ -19,6 +23,8 @@ pub struct Limits {
     pub max_bridge_samples: usize,
     /// Most values in one unary response (larger bridge requests use the streaming RPC).
     pub max_response_values: usize,
+    /// Most samples of a non-Cartesian trajectory.
+    pub max_trajectory_samples: usize,
 }
 
 impl Default for Limits {
@@ -30,6 +36,7 @@ impl Default for Limits {
             max_slices: 10_000,
             max_bridge_samples: 10_000,
             max_response_values: 16 << 20,
+            max_trajectory_samples: 4 << 20,
         }
     }
 }
@@ -44,6 +51,10 @@ pub struct ReconPlan {
     pub slices: usize,
     /// The header's mask (explicit or generated); slices may override it.
     pub mask: Option<Vec<f32>>,
+    /// A non-Cartesian trajectory; slices then carry `[coils, samples]`.
+    pub trajectory: Option<TrajectorySpec>,
+    /// The trajectory's operator, made (or found in the server's cache) after validation.
+    pub radial: Option<Arc<RadialOperator>>,
     pub dc: DcMode,
     pub return_complex: bool,
     pub return_zero_filled: bool,
@@ -81,32 +92,57 @@ pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconP
             limits.max_slices
         ));
     }
-    let mask = match h.sampling.as_ref().and_then(|s| s.kind.as_ref()) {
-        None => None,
-        Some(Kind::Mask(t)) => Some(mask(t, "header sampling mask", ny, nx)?),
-        Some(Kind::Generated(spec)) => Some(generated_mask(spec, ny, nx)?),
+    let (mut mask, mut trajectory) = (None, None);
+    match h.sampling.as_ref().and_then(|s| s.kind.as_ref()) {
+        None => {}
+        Some(Kind::Mask(t)) => mask = Some(self::mask(t, "header sampling mask", ny, nx)?),
+        Some(Kind::Generated(spec)) => mask = Some(generated_mask(spec, ny, nx)?),
+        Some(Kind::Radial(r)) => trajectory = Some(radial(r, ny, nx, limits)?),
+        Some(Kind::Trajectory(t)) => trajectory = Some(coordinates(t, ny, nx, limits)?),
+    }
+    let default_dc = if trajectory.is_some() {
+        crate::mri::dc::RADIAL_DEFAULT
+    } else {
+        DcMode::Hard
     };
     let dc = match h.data_consistency.as_ref() {
-        None => DcMode::Hard,
-        Some(d) => match Mode::try_from(d.mode) {
-            Ok(Mode::Unspecified) | Ok(Mode::Hard) => DcMode::Hard,
-            Ok(Mode::Off) => DcMode::Off,
-            Ok(Mode::Soft) => {
-                if !(d.lambda.is_finite() && d.lambda > 0.0) {
-                    return Err(invalid!(
-                        "soft data consistency needs lambda > 0, got {}",
+        None => default_dc,
+        Some(d) => {
+            let lambda = || {
+                if d.lambda.is_finite() && d.lambda > 0.0 {
+                    Ok(d.lambda)
+                } else {
+                    Err(invalid!(
+                        "soft and CG data consistency need lambda > 0, got {}",
                         d.lambda
-                    ));
+                    ))
                 }
-                DcMode::Soft { lambda: d.lambda }
+            };
+            match Mode::try_from(d.mode) {
+                Ok(Mode::Unspecified) => default_dc,
+                Ok(Mode::Hard) => DcMode::Hard,
+                Ok(Mode::Off) => DcMode::Off,
+                Ok(Mode::Soft) => DcMode::Soft { lambda: lambda()? },
+                Ok(Mode::Cg) => DcMode::Cg {
+                    lambda: lambda()?,
+                    iterations: match d.iterations {
+                        0 => 5,
+                        n @ 1..=50 => n as usize,
+                        n => {
+                            return Err(invalid!(
+                                "CG data consistency iterations is {n}, expected 1 to 50 (0 = 5)"
+                            ))
+                        }
+                    },
+                },
+                Err(_) => {
+                    return Err(invalid!(
+                        "unknown data consistency mode {}; expected HARD, SOFT, OFF or CG",
+                        d.mode
+                    ))
+                }
             }
-            Err(_) => {
-                return Err(invalid!(
-                    "unknown data consistency mode {}; expected HARD, SOFT or OFF",
-                    d.mode
-                ))
-            }
-        },
+        }
     };
     if h.request_id.len() > 128 {
         return Err(invalid!(
@@ -121,6 +157,8 @@ pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconP
         coils,
         slices,
         mask,
+        trajectory,
+        radial: None,
         dc,
         return_complex: h.return_complex,
         return_zero_filled: h.return_zero_filled,
@@ -136,6 +174,94 @@ pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconP
             }
         },
     })
+}
+
+fn square(ny: usize, nx: usize) -> Result<usize> {
+    if ny != nx {
+        return Err(invalid!(
+            "non-Cartesian sampling needs a square image, got height {ny} and width {nx}"
+        ));
+    }
+    Ok(ny)
+}
+
+fn radial(
+    r: &pb::RadialTrajectory,
+    ny: usize,
+    nx: usize,
+    limits: &Limits,
+) -> Result<TrajectorySpec> {
+    use pb::radial_trajectory::Angles;
+    let n = square(ny, nx)?;
+    let readout = if r.readout == 0 {
+        2 * n
+    } else {
+        r.readout as usize
+    };
+    if r.spokes == 0 {
+        return Err(invalid!(
+            "radial trajectory has 0 spokes, expected at least 1"
+        ));
+    }
+    if readout < 2 || readout > 8 * n {
+        return Err(invalid!(
+            "radial readout is {readout} samples, expected 2 to {} (8 x the image size; 0 = {})",
+            8 * n,
+            2 * n
+        ));
+    }
+    let samples = (r.spokes as usize).saturating_mul(readout);
+    if samples > limits.max_trajectory_samples {
+        return Err(invalid!(
+            "radial trajectory has {samples} samples ({} spokes x {readout}), expected at most {}",
+            r.spokes,
+            limits.max_trajectory_samples
+        ));
+    }
+    let angles = match Angles::try_from(r.angles) {
+        Ok(Angles::Unspecified) | Ok(Angles::GoldenAngle) => SpokeAngles::GoldenAngle,
+        Ok(Angles::Half) => SpokeAngles::Half,
+        Ok(Angles::Full) => SpokeAngles::Full,
+        Err(_) => {
+            return Err(invalid!(
+                "unknown radial angles {}; expected GOLDEN_ANGLE, HALF or FULL",
+                r.angles
+            ))
+        }
+    };
+    Ok(TrajectorySpec::Radial(Radial::new(
+        n,
+        readout,
+        r.spokes as usize,
+        angles,
+    )?))
+}
+
+/// `[samples, 2]` FLOAT32 `(kx, ky)` in grid units.
+pub fn coordinates(
+    t: &pb::Tensor,
+    ny: usize,
+    nx: usize,
+    limits: &Limits,
+) -> Result<TrajectorySpec> {
+    let n = square(ny, nx)?;
+    let (shape, v) = tensor::to_f32(t)?;
+    match shape[..] {
+        [m, 2] if m >= 1 && m <= limits.max_trajectory_samples => {}
+        _ => {
+            return Err(invalid!(
+                "trajectory has shape {shape:?}, expected [samples, 2] FLOAT32 (kx, ky) with 1 to {} samples",
+                limits.max_trajectory_samples
+            ))
+        }
+    }
+    trajectory(v.chunks_exact(2).map(|c| [c[0], c[1]]).collect(), n)
+}
+
+/// User-supplied `[kx, ky]` coordinates for an `n × n` image, checked to lie on the grid.
+pub fn trajectory(coords: Vec<[f32; 2]>, n: usize) -> Result<TrajectorySpec> {
+    traj::validate(&coords, n, n)?;
+    Ok(TrajectorySpec::Coords(Arc::new(coords)))
 }
 
 fn mask(t: &pb::Tensor, what: &str, ny: usize, nx: usize) -> Result<Vec<f32>> {
@@ -187,17 +313,38 @@ fn generated_mask(spec: &pb::MaskSpec, ny: usize, nx: usize) -> Result<Vec<f32>>
 }
 
 /// Validates one slice against its plan. `expected_min_index` is one past the previous slice's index.
-pub fn slice(
-    plan: &ReconPlan,
-    s: &pb::KSpaceSlice,
-    expected_min_index: usize,
-) -> Result<CartesianSlice> {
+pub fn slice(plan: &ReconPlan, s: &pb::KSpaceSlice, expected_min_index: usize) -> Result<Slice> {
     let index = s.index as usize;
     if index < expected_min_index || index >= plan.slices {
         return Err(invalid!(
             "slice index {index} out of order or range; expected {expected_min_index} <= index < {} (header slices)",
             plan.slices
         ));
+    }
+    if let Some(op) = &plan.radial {
+        let shape = [plan.coils, op.samples()];
+        if s.mask.is_some() {
+            return Err(invalid!(
+                "slice {index} has a mask, but the header's sampling is a non-Cartesian trajectory"
+            ));
+        }
+        let kt = s.kspace.as_ref().ok_or_else(|| {
+            invalid!(
+                "slice {index} has no kspace tensor; expected [coils, samples] COMPLEX64 {shape:?}"
+            )
+        })?;
+        let samples = tensor::decode_c64(
+            kt,
+            &format!("slice {index} kspace"),
+            &shape,
+            "[coils, samples] on the header's trajectory",
+        )?;
+        return Ok(RadialSlice {
+            samples,
+            coils: plan.coils,
+            op: op.clone(),
+        }
+        .into());
     }
     let shape = [plan.coils, plan.ny, plan.nx];
     let kt = s.kspace.as_ref().ok_or_else(|| {
@@ -222,5 +369,6 @@ pub fn slice(
         coils: plan.coils,
         ny: plan.ny,
         nx: plan.nx,
-    })
+    }
+    .into())
 }

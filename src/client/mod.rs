@@ -1,3 +1,4 @@
 //! Command-line clients of the service.
 
+pub mod health;
 pub mod recon;

@@ -36,7 +36,7 @@ pub struct ReconArgs {
     /// Model name (default: the server's default).
     #[arg(long, default_value = "")]
     pub model: String,
-    /// Data consistency: hard, soft or off.
+    /// Data consistency: hard, soft, cg (least squares by conjugate gradients) or off.
     #[arg(long, default_value = "hard")]
     pub dc: String,
     #[arg(long, default_value_t = 10.0)]
@@ -158,7 +158,8 @@ pub fn header_for(args: &ReconArgs, v: &Volume) -> anyhow::Result<pb::ReconHeade
         "hard" => pb::data_consistency::Mode::Hard,
         "soft" => pb::data_consistency::Mode::Soft,
         "off" => pb::data_consistency::Mode::Off,
-        other => bail!("--dc {other:?}: expected hard, soft or off"),
+        "cg" => pb::data_consistency::Mode::Cg,
+        other => bail!("--dc {other:?}: expected hard, soft, cg or off"),
     };
     Ok(pb::ReconHeader {
         model: args.model.clone(),
@@ -172,6 +173,7 @@ pub fn header_for(args: &ReconArgs, v: &Volume) -> anyhow::Result<pb::ReconHeade
         data_consistency: Some(pb::DataConsistency {
             mode: mode as i32,
             lambda: args.lambda,
+            iterations: 0,
         }),
         return_complex: false,
         return_zero_filled: true,

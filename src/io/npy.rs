@@ -174,7 +174,8 @@ pub fn parse(bytes: &[u8]) -> anyhow::Result<NpyArray> {
     Ok(NpyArray { shape, data })
 }
 
-fn write_raw(path: &Path, descr: &str, shape: &[usize], body: &[u8]) -> anyhow::Result<()> {
+/// The bytes of an `.npy` file (format 1.0, C order) holding `body` as `descr` with `shape`.
+fn encode_raw(descr: &str, shape: &[usize], body: &[u8]) -> Vec<u8> {
     let shape_s = match shape.len() {
         1 => format!("({},)", shape[0]),
         _ => format!(
@@ -191,13 +192,30 @@ fn write_raw(path: &Path, descr: &str, shape: &[usize], body: &[u8]) -> anyhow::
     let total = 10 + header.len() + 1;
     header.push_str(&" ".repeat((64 - total % 64) % 64));
     header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + body.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+fn write_raw(path: &Path, descr: &str, shape: &[usize], body: &[u8]) -> anyhow::Result<()> {
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    f.write_all(b"\x93NUMPY\x01\x00")?;
-    f.write_all(&(header.len() as u16).to_le_bytes())?;
-    f.write_all(header.as_bytes())?;
-    f.write_all(body)?;
+    f.write_all(&encode_raw(descr, shape, body))?;
     f.flush()?;
     Ok(())
+}
+
+/// A float32 array as the bytes of an `.npy` file (for sending over the wire).
+pub fn encode_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    assert_eq!(
+        shape.iter().product::<usize>(),
+        data.len(),
+        "shape and data disagree"
+    );
+    let body: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    encode_raw("<f4", shape, &body)
 }
 
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> anyhow::Result<()> {

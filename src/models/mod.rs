@@ -15,6 +15,8 @@ use std::path::PathBuf;
 
 /// Name under which the shipped reconstruction model is served.
 pub const DEFAULT_RECON_MODEL: &str = "recon-lite";
+/// The shipped reconstruction model for golden-angle radial sampling.
+pub const DEFAULT_RADIAL_MODEL: &str = "recon-radial";
 /// Name under which the shipped bridge (2-D Gaussian → Swiss roll) is served.
 pub const DEFAULT_BRIDGE_MODEL: &str = "lightsb";
 /// Name under which the shipped LCM second-minimum model is served.
@@ -26,6 +28,11 @@ pub const EMBEDDED_RECON: Option<&[u8]> =
     Some(include_bytes!("../../models/recon-lite.safetensors"));
 #[cfg(not(inferd_embedded_recon))]
 pub const EMBEDDED_RECON: Option<&[u8]> = None;
+#[cfg(inferd_embedded_radial)]
+pub const EMBEDDED_RADIAL: Option<&[u8]> =
+    Some(include_bytes!("../../models/recon-radial.safetensors"));
+#[cfg(not(inferd_embedded_radial))]
+pub const EMBEDDED_RADIAL: Option<&[u8]> = None;
 #[cfg(inferd_embedded_bridge)]
 pub const EMBEDDED_BRIDGE: Option<&[u8]> = Some(include_bytes!("../../models/lightsb.safetensors"));
 #[cfg(not(inferd_embedded_bridge))]
@@ -133,10 +140,7 @@ pub struct DefaultBatching {
 /// One item of work for a model (one slice, one set of samples...). Items of a batch share a
 /// [`Input::batch_key`].
 pub enum Input {
-    Recon {
-        slice: recon::CartesianSlice,
-        dc: DcMode,
-    },
+    Recon { slice: recon::Slice, dc: DcMode },
     Bridge(BridgeInput),
     Graph(GraphInput),
 }
@@ -176,7 +180,10 @@ impl Input {
     /// Items with equal keys can run through the model together.
     pub fn batch_key(&self) -> Vec<usize> {
         match self {
-            Input::Recon { slice, .. } => vec![slice.ny, slice.nx],
+            Input::Recon { slice, .. } => {
+                let (ny, nx) = slice.image_size();
+                vec![ny, nx]
+            }
             // Everything but Euler–Maruyama shares one γ computation over the batch.
             Input::Bridge(b) => vec![b.dim, matches!(b.op, BridgeOp::EulerPath(_)) as usize],
             Input::Graph(g) => vec![g.features],
@@ -244,6 +251,10 @@ pub fn load(spec: &ModelSpec, device: &Device) -> Result<Box<dyn Engine>> {
     )))
 }
 
+/// A tensor whose presence in a ReconResNet weights file marks a model trained on gridded radial
+/// (non-Cartesian) data: KServe then gives it the `recon-radial` contract (k-space on a trajectory).
+pub const RADIAL_MARKER: &str = "sampling.radial";
+
 /// A loaded ReconResNet on its device, with the MR physics around it (coil combination, data
 /// consistency).
 pub struct ReconEngine {
@@ -257,14 +268,20 @@ impl ReconEngine {
         Self::from_tensors("recon", read_tensors(source, device)?, device)
     }
 
-    fn from_tensors(name: &str, tensors: HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+    fn from_tensors(
+        name: &str,
+        mut tensors: HashMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        let radial = tensors.remove(RADIAL_MARKER).is_some();
         let net = ReconResNet::from_tensors(tensors, device).map_err(Error::InvalidArgument)?;
         let c = net.config;
+        let sampling = if radial { "radial" } else { "cartesian" };
         let info = ModelInfo {
             name: name.to_string(),
             family: Family::Recon,
             description: format!(
-                "ReconResNet width {} with {} residual blocks, Cartesian",
+                "ReconResNet width {} with {} residual blocks, trained for {sampling} sampling",
                 c.width, c.res_blocks
             ),
             parameters: c.parameters() as u64,
@@ -275,6 +292,7 @@ impl ReconEngine {
             properties: vec![
                 ("width".into(), c.width.to_string()),
                 ("res_blocks".into(), c.res_blocks.to_string()),
+                ("sampling".into(), sampling.into()),
             ],
         };
         Ok(ReconEngine {
@@ -306,36 +324,40 @@ impl Engine for ReconEngine {
             .collect();
         let slice = recon::CartesianSlice::single_coil(&image, vec![1.0; n * n], n, n);
         self.run(vec![Input::Recon {
-            slice,
+            slice: slice.into(),
             dc: DcMode::Hard,
         }])
         .map(|_| ())
     }
 
     fn run(&self, batch: Vec<Input>) -> Result<Vec<Output>> {
-        let mut prepared = Vec::with_capacity(batch.len());
-        let mut modes = Vec::with_capacity(batch.len());
-        for input in batch {
-            let Input::Recon { slice, dc } = input else {
-                return Err(Error::Internal(
+        use rayon::prelude::*;
+        // The physics before and after the network is independent per slice: the slices of a batch
+        // are prepared and finished in parallel on rayon's pool (sized by `--cpu-threads`), while the
+        // network runs once for the whole batch.
+        let prepared: Vec<(recon::Prepared, DcMode)> = batch
+            .into_par_iter()
+            .map(|input| match input {
+                Input::Recon { slice, dc } => Ok((recon::prepare(slice)?, dc)),
+                _ => Err(Error::Internal(
                     "a reconstruction model got another family's input".into(),
-                ));
-            };
-            prepared.push(recon::prepare(slice));
-            modes.push(dc);
-        }
-        let Some(first) = prepared.first() else {
+                )),
+            })
+            .collect::<Result<_>>()?;
+        let Some((first, _)) = prepared.first() else {
             return Ok(Vec::new());
         };
         let (ny, nx) = (first.ny, first.nx);
-        let inputs: Vec<&[f32]> = prepared.iter().map(|p| p.net_input.as_slice()).collect();
+        let inputs: Vec<&[f32]> = prepared
+            .iter()
+            .map(|(p, _)| p.net_input.as_slice())
+            .collect();
         let outputs = self.run_network(&inputs, ny, nx)?;
-        Ok(prepared
-            .into_iter()
+        prepared
+            .into_par_iter()
             .zip(outputs)
-            .zip(modes)
-            .map(|((p, o), dc)| Output::Recon(recon::finish(p, &o, dc)))
-            .collect())
+            .map(|((p, dc), o)| Ok(Output::Recon(recon::finish(p, &o, dc)?)))
+            .collect()
     }
 }
 

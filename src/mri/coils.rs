@@ -90,7 +90,14 @@ pub fn estimate_sensitivities(
         }
     }
     ifft2c(&mut low, ny, nx);
-    let norm = rss(&low, plane);
+    normalise_sensitivities(&mut low, plane);
+    (low, (ry, rx))
+}
+
+/// Turns low-resolution coil images (`[coils, plane]`) into sensitivities: each divided by their
+/// root-sum-of-squares (floored at 1e-6 of its peak, so empty background stays finite).
+pub fn normalise_sensitivities(low: &mut [Complex32], plane: usize) {
+    let norm = rss(low, plane);
     let peak = norm.iter().cloned().fold(0.0f32, f32::max);
     let floor = (peak * 1e-6).max(f32::MIN_POSITIVE);
     for coil in low.chunks_exact_mut(plane) {
@@ -98,7 +105,6 @@ pub fn estimate_sensitivities(
             *s /= n.max(floor);
         }
     }
-    (low, (ry, rx))
 }
 
 /// Sensitivity-weighted combination `sum_c conj(S_c) x_c` (the least-squares coil combination for

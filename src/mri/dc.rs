@@ -10,7 +10,20 @@ pub enum DcMode {
     Soft { lambda: f32 },
     /// No data consistency: the network output as is.
     Off,
+    /// The least-squares problem `min ‖c − c_pred‖² + λ ‖A c − y‖²` (density-weighted for non-Cartesian
+    /// sampling) by `iterations` conjugate-gradient steps. For Cartesian sampling its exact solution is
+    /// the soft rule, which is applied directly.
+    Cg { lambda: f32, iterations: usize },
 }
+
+/// The data consistency non-Cartesian requests get unless they ask for another: a light least-squares
+/// fit (λ = 0.1, 10 CG iterations). A single gridded residual step (`Hard`) over-corrects when the
+/// spokes undersample k-space strongly (the gridding operator `Aᴴ D A` is then far from the identity);
+/// see BENCHMARKS.md for the comparison.
+pub const RADIAL_DEFAULT: DcMode = DcMode::Cg {
+    lambda: 0.1,
+    iterations: 10,
+};
 
 /// Applies data consistency to the predicted k-space of every coil (`predicted` and `measured` are
 /// `[coils, plane]`, `mask` is `[plane]`).
@@ -30,7 +43,7 @@ pub fn apply(predicted: &mut [Complex32], measured: &[Complex32], mask: &[f32], 
                 }
             }
         }
-        DcMode::Soft { lambda } => {
+        DcMode::Soft { lambda } | DcMode::Cg { lambda, .. } => {
             let w = 1.0 / (1.0 + lambda);
             for (p, y) in predicted
                 .chunks_exact_mut(plane)

@@ -1,20 +1,25 @@
-//! The Cartesian reconstruction pipeline around the network, split so that a worker can batch the
-//! network calls of several slices:
+//! The reconstruction pipeline around the network, split so that a worker can batch the network
+//! calls of several slices. Cartesian and radial sampling share it; only the transforms differ
+//! (centred FFT with a mask, or gridding with the NUFFT and density compensation, [`super::radial`]).
 //!
-//! 1. [`prepare`]: mask the measured k-space, zero-filled coil images, coil sensitivities from the ACS
-//!    region (multi-coil), coil combination, and the network input: the combined magnitude scaled so its
-//!    maximum is [`NET_INPUT_PEAK`] (the training convention; this makes the service scale-equivariant).
+//! 1. [`prepare`]: zero-filled (Cartesian) or gridded (radial) coil images, coil sensitivities from the
+//!    centre of k-space (multi-coil), coil combination, and the network input: the combined magnitude
+//!    scaled so its maximum is [`NET_INPUT_PEAK`] (the training convention; this makes the service
+//!    scale-equivariant).
 //! 2. the network maps that magnitude image to a de-aliased magnitude image.
 //! 3. [`finish`]: undo the scaling, restore the zero-filled phase, expand to coils with the
-//!    sensitivities, apply data consistency per coil in k-space, and combine (root-sum-of-squares
-//!    magnitude, sensitivity-weighted complex image).
+//!    sensitivities, apply data consistency per coil against the measurements, and combine
+//!    (root-sum-of-squares magnitude, sensitivity-weighted complex image).
 
 use super::{
     coils,
     dc::{self, DcMode},
     fft,
+    radial::{RadialOperator, RadialSlice},
 };
+use crate::error::Result;
 use num_complex::Complex32;
+use std::sync::Arc;
 
 /// Peak value of the network input image (training and inference use the same convention).
 pub const NET_INPUT_PEAK: f32 = 0.5;
@@ -44,14 +49,66 @@ impl CartesianSlice {
     }
 }
 
+/// One slice of measured k-space, Cartesian or on a non-Cartesian trajectory.
+#[derive(Debug, Clone)]
+pub enum Slice {
+    Cartesian(CartesianSlice),
+    Radial(RadialSlice),
+}
+
+impl From<CartesianSlice> for Slice {
+    fn from(s: CartesianSlice) -> Slice {
+        Slice::Cartesian(s)
+    }
+}
+
+impl From<RadialSlice> for Slice {
+    fn from(s: RadialSlice) -> Slice {
+        Slice::Radial(s)
+    }
+}
+
+impl Slice {
+    /// The share of k-space measured: sampled mask points (Cartesian), or samples per coil relative
+    /// to the image's pixel count (non-Cartesian, capped at 1).
+    pub fn sampled_fraction(&self) -> f32 {
+        match self {
+            Slice::Cartesian(s) => super::masks::sampled_fraction(&s.mask),
+            Slice::Radial(s) => (s.op.samples() as f32 / (s.op.n * s.op.n) as f32).min(1.0),
+        }
+    }
+
+    /// `(ny, nx)` of the reconstructed image.
+    pub fn image_size(&self) -> (usize, usize) {
+        match self {
+            Slice::Cartesian(s) => (s.ny, s.nx),
+            Slice::Radial(s) => (s.op.n, s.op.n),
+        }
+    }
+}
+
+/// The measurements a slice's data consistency needs.
+#[derive(Debug, Clone)]
+enum Measured {
+    /// Masked k-space `[coils, ny, nx]` and the mask.
+    Cartesian {
+        kspace: Vec<Complex32>,
+        mask: Vec<f32>,
+    },
+    /// Samples `[coils, samples]` on the operator's trajectory.
+    Radial {
+        samples: Vec<Complex32>,
+        op: Arc<RadialOperator>,
+    },
+}
+
 /// A slice ready for the network.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     /// `[ny, nx]` network input (combined zero-filled magnitude / `scale`).
     pub net_input: Vec<f32>,
     scale: f32,
-    measured: Vec<Complex32>,
-    mask: Vec<f32>,
+    measured: Measured,
     sens: Option<Vec<Complex32>>,
     /// Unit-magnitude phase of the combined zero-filled image.
     phase: Vec<Complex32>,
@@ -69,30 +126,46 @@ pub struct SliceOutput {
     pub zero_filled: Vec<f32>,
 }
 
-pub fn prepare(slice: CartesianSlice) -> Prepared {
-    let CartesianSlice {
-        mut kspace,
-        mask,
-        coils,
-        ny,
-        nx,
-    } = slice;
-    let plane = ny * nx;
-    for coil in kspace.chunks_exact_mut(plane) {
-        for (k, &m) in coil.iter_mut().zip(&mask) {
-            if m <= 0.0 {
-                *k = Complex32::default();
+/// Zero-filled (gridded) coil images, sensitivities and the network input of a slice. Fails only when
+/// a radial slice's samples do not fit its trajectory (checked when requests are decoded).
+pub fn prepare(slice: impl Into<Slice>) -> Result<Prepared> {
+    let (images, sens, measured, ny, nx) = match slice.into() {
+        Slice::Cartesian(CartesianSlice {
+            mut kspace,
+            mask,
+            coils,
+            ny,
+            nx,
+        }) => {
+            for coil in kspace.chunks_exact_mut(ny * nx) {
+                for (k, &m) in coil.iter_mut().zip(&mask) {
+                    if m <= 0.0 {
+                        *k = Complex32::default();
+                    }
+                }
             }
+            let mut images = kspace.clone();
+            fft::ifft2c(&mut images, ny, nx);
+            let sens =
+                (coils > 1).then(|| coils::estimate_sensitivities(&kspace, &mask, coils, ny, nx).0);
+            (images, sens, Measured::Cartesian { kspace, mask }, ny, nx)
         }
-    }
-    let mut images = kspace.clone();
-    fft::ifft2c(&mut images, ny, nx);
+        Slice::Radial(RadialSlice { samples, coils, op }) => {
+            let images = op.grid(&samples)?;
+            let sens = if coils > 1 {
+                Some(op.sensitivities(&samples)?)
+            } else {
+                None
+            };
+            let n = op.n;
+            (images, sens, Measured::Radial { samples, op }, n, n)
+        }
+    };
+    let plane = ny * nx;
     let zero_filled = coils::rss(&images, plane);
-    let (combined, sens) = if coils == 1 {
-        (images, None)
-    } else {
-        let (sens, _) = coils::estimate_sensitivities(&kspace, &mask, coils, ny, nx);
-        (coils::combine(&images, &sens, plane), Some(sens))
+    let combined = match &sens {
+        Some(sens) => coils::combine(&images, sens, plane),
+        None => images,
     };
     let magnitude: Vec<f32> = combined.iter().map(|v| v.norm()).collect();
     let peak = magnitude.iter().cloned().fold(0.0f32, f32::max);
@@ -113,18 +186,17 @@ pub fn prepare(slice: CartesianSlice) -> Prepared {
             }
         })
         .collect();
-    Prepared {
+    Ok(Prepared {
         net_input,
         scale,
-        measured: kspace,
-        mask,
+        measured,
         sens,
         phase,
         zero_filled,
         empty: peak == 0.0,
         ny,
         nx,
-    }
+    })
 }
 
 impl Prepared {
@@ -135,28 +207,38 @@ impl Prepared {
 }
 
 /// Completes a slice from the network output (`[ny, nx]`, in the network's scale).
-pub fn finish(p: Prepared, net_output: &[f32], mode: DcMode) -> SliceOutput {
+pub fn finish(p: Prepared, net_output: &[f32], mode: DcMode) -> Result<SliceOutput> {
     let predicted = predicted_image(&p, net_output);
     if mode == DcMode::Off {
-        return SliceOutput {
+        return Ok(SliceOutput {
             magnitude: predicted.iter().map(|v| v.norm()).collect(),
             complex: predicted,
             zero_filled: p.zero_filled,
-        };
+        });
     }
-    let mut coil_k = coil_kspace(&p, predicted, mode);
-    fft::ifft2c(&mut coil_k, p.ny, p.nx);
     let plane = p.ny * p.nx;
-    let magnitude = coils::rss(&coil_k, plane);
-    let complex = match &p.sens {
-        Some(sens) => coils::combine(&coil_k, sens, plane),
-        None => coil_k,
+    let mut coil_images = match &p.sens {
+        Some(sens) => coils::expand(&predicted, sens, plane),
+        None => predicted,
     };
-    SliceOutput {
+    match &p.measured {
+        Measured::Cartesian { .. } => {
+            let mut k = coil_kspace(&p, coil_images, mode);
+            fft::ifft2c(&mut k, p.ny, p.nx);
+            coil_images = k;
+        }
+        Measured::Radial { samples, op } => op.data_consistency(&mut coil_images, samples, mode)?,
+    }
+    let magnitude = coils::rss(&coil_images, plane);
+    let complex = match &p.sens {
+        Some(sens) => coils::combine(&coil_images, sens, plane),
+        None => coil_images,
+    };
+    Ok(SliceOutput {
         magnitude,
         complex,
         zero_filled: p.zero_filled,
-    }
+    })
 }
 
 /// The network's magnitude back in the input scale with the zero-filled phase (zero for all-zero input).
@@ -171,21 +253,31 @@ fn predicted_image(p: &Prepared, net_output: &[f32]) -> Vec<Complex32> {
         .collect()
 }
 
-/// Per-coil k-space of the prediction after data consistency.
-fn coil_kspace(p: &Prepared, predicted: Vec<Complex32>, mode: DcMode) -> Vec<Complex32> {
-    let mut coil_k = match &p.sens {
+/// Per-coil Cartesian k-space of the coil images after data consistency.
+fn coil_kspace(p: &Prepared, mut coil_images: Vec<Complex32>, mode: DcMode) -> Vec<Complex32> {
+    fft::fft2c(&mut coil_images, p.ny, p.nx);
+    if let Measured::Cartesian { kspace, mask } = &p.measured {
+        dc::apply(&mut coil_images, kspace, mask, mode);
+    }
+    coil_images
+}
+
+/// The predicted k-space of every coil after data consistency, for checking data consistency
+/// exactly: the Cartesian grid `[coils, ny, nx]`, or the samples `[coils, samples]` of a radial slice.
+pub fn consistent_kspace(p: &Prepared, net_output: &[f32], mode: DcMode) -> Result<Vec<Complex32>> {
+    let predicted = predicted_image(p, net_output);
+    let coil_images = match &p.sens {
         Some(sens) => coils::expand(&predicted, sens, p.ny * p.nx),
         None => predicted,
     };
-    fft::fft2c(&mut coil_k, p.ny, p.nx);
-    dc::apply(&mut coil_k, &p.measured, &p.mask, mode);
-    coil_k
-}
-
-/// The predicted k-space of every coil after data consistency (what [`finish`] transforms back), for
-/// checking data consistency exactly.
-pub fn consistent_kspace(p: &Prepared, net_output: &[f32], mode: DcMode) -> Vec<Complex32> {
-    coil_kspace(p, predicted_image(p, net_output), mode)
+    match &p.measured {
+        Measured::Cartesian { .. } => Ok(coil_kspace(p, coil_images, mode)),
+        Measured::Radial { samples, op } => {
+            let mut c = coil_images;
+            op.data_consistency(&mut c, samples, mode)?;
+            op.forward(&c)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -229,10 +321,10 @@ mod tests {
         let (slice, _) = multicoil_slice(4, 64, 4.0);
         let measured = slice.kspace.clone();
         let mask = slice.mask.clone();
-        let p = prepare(slice);
+        let p = prepare(slice).unwrap();
         // any network output: here a blurred version of the input
         let out: Vec<f32> = p.net_input.iter().map(|v| v * 0.9 + 0.01).collect();
-        let k = consistent_kspace(&p, &out, DcMode::Hard);
+        let k = consistent_kspace(&p, &out, DcMode::Hard).unwrap();
         let plane = 64 * 64;
         for c in 0..4 {
             for i in 0..plane {
@@ -242,8 +334,8 @@ mod tests {
             }
         }
         // soft DC moves sampled points towards the measurement by lambda / (1 + lambda)
-        let ks = consistent_kspace(&p, &out, DcMode::Soft { lambda: 3.0 });
-        let kn = consistent_kspace(&p, &out, DcMode::Off);
+        let ks = consistent_kspace(&p, &out, DcMode::Soft { lambda: 3.0 }).unwrap();
+        let kn = consistent_kspace(&p, &out, DcMode::Off).unwrap();
         for i in (0..plane).filter(|&i| mask[i] > 0.0).take(50) {
             let expect = (kn[i] + measured[i] * 3.0) / 4.0;
             assert!((ks[i] - expect).norm() <= 1e-5 * (1.0 + expect.norm()));
@@ -255,9 +347,9 @@ mod tests {
         // Fully sampled: hard DC must return the exact coil-combined image whatever the network says.
         let (mut slice, img) = multicoil_slice(3, 32, 1.0);
         slice.mask = vec![1.0; 32 * 32];
-        let p = prepare(slice);
+        let p = prepare(slice).unwrap();
         let zeros = vec![0.0f32; 32 * 32];
-        let out = finish(p, &zeros, DcMode::Hard);
+        let out = finish(p, &zeros, DcMode::Hard).unwrap();
         // RSS of coil images = |img| * RSS of the coil profiles; compare shapes via correlation
         let num: f32 = out
             .magnitude
@@ -277,7 +369,7 @@ mod tests {
         let (slice, _) = multicoil_slice(1, 32, 4.0);
         let mut scaled = slice.clone();
         scaled.kspace.iter_mut().for_each(|k| *k *= 7.5);
-        let (a, b) = (prepare(slice), prepare(scaled));
+        let (a, b) = (prepare(slice).unwrap(), prepare(scaled).unwrap());
         let diff = a
             .net_input
             .iter()

@@ -73,6 +73,10 @@ pub struct ServeConfig {
     /// On SIGTERM, how long in-flight requests and streams may take to finish, in seconds.
     #[arg(long, env = "INFERD_SHUTDOWN_GRACE_S", default_value_t = 30)]
     pub shutdown_grace_s: u64,
+    /// Close each client connection (HTTP/2 GOAWAY, in-flight calls finish) after this many
+    /// seconds, so that clients reconnect and load spreads over new replicas. Unset: no limit.
+    #[arg(long, env = "INFERD_MAX_CONNECTION_AGE_S")]
+    pub max_connection_age_s: Option<u64>,
 }
 
 impl ServeConfig {
@@ -100,6 +104,7 @@ impl ServeConfig {
             auth_token_file: None,
             auth_token: None,
             shutdown_grace_s: 30,
+            max_connection_age_s: None,
         }
     }
 

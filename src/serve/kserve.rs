@@ -96,24 +96,7 @@ fn recon_inputs(
             limits.max_coils
         ));
     }
-    let dc = match params.string("data_consistency")?.unwrap_or("hard") {
-        "hard" => DcMode::Hard,
-        "off" => DcMode::Off,
-        "soft" => {
-            let lambda = params.float("lambda")?.unwrap_or(-1.0) as f32;
-            if !(lambda.is_finite() && lambda > 0.0) {
-                return Err(invalid!(
-                    "data_consistency soft needs a parameter lambda > 0 (double)"
-                ));
-            }
-            DcMode::Soft { lambda }
-        }
-        other => {
-            return Err(invalid!(
-                "data_consistency {other:?} is unknown; expected hard, soft or off"
-            ))
-        }
-    };
+    let dc = data_consistency(params, DcMode::Hard)?;
     let kspace = k.f32("kspace")?;
     let mask = m.f32("mask")?;
     let plane = ny * nx;
@@ -133,12 +116,120 @@ fn recon_inputs(
                     coils,
                     ny,
                     nx,
-                },
+                }
+                .into(),
                 dc,
             })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((slices, vec![b as i64, ny as i64, nx as i64]))
+}
+
+/// The `data_consistency` parameter (`hard`, `soft` with `lambda`, `cg` with `lambda` and
+/// `iterations`, or `off`).
+fn data_consistency(params: &Params, default: DcMode) -> Result<DcMode> {
+    let lambda = || -> Result<f32> {
+        let lambda = params.float("lambda")?.unwrap_or(-1.0) as f32;
+        if lambda.is_finite() && lambda > 0.0 {
+            Ok(lambda)
+        } else {
+            Err(invalid!(
+                "data_consistency soft and cg need a parameter lambda > 0 (double)"
+            ))
+        }
+    };
+    let Some(mode) = params.string("data_consistency")? else {
+        return Ok(default);
+    };
+    Ok(match mode {
+        "hard" => DcMode::Hard,
+        "off" => DcMode::Off,
+        "soft" => DcMode::Soft { lambda: lambda()? },
+        "cg" => DcMode::Cg {
+            lambda: lambda()?,
+            iterations: match params.int("iterations")?.unwrap_or(5) {
+                n @ 1..=50 => n as usize,
+                n => return Err(invalid!("iterations is {n}, expected 1 to 50")),
+            },
+        },
+        other => {
+            return Err(invalid!(
+                "data_consistency {other:?} is unknown; expected hard, soft, cg or off"
+            ))
+        }
+    })
+}
+
+/// `recon-radial`: kspace FP32 [B, C, S, R, 2] on traj FP32 [B, S, R, 2] (kx, ky in grid units) for
+/// an `image_size`² image → one slice per batch item. Items with the same trajectory share one
+/// NUFFT plan (cached by the server across requests).
+async fn radial_inputs(
+    state: &ServerState,
+    inputs: &HashMap<String, Decoded>,
+    params: &Params<'_>,
+) -> Result<(Vec<Input>, Vec<i64>)> {
+    let (k, t) = (&inputs["kspace"], &inputs["traj"]);
+    let [b, coils, spokes, readout, _] = k.shape[..] else {
+        unreachable!("decode_inputs checked the rank")
+    };
+    if t.shape != [b, spokes, readout, 2] {
+        return Err(invalid!(
+            "input traj has shape {:?}, expected [{b}, {spokes}, {readout}, 2] to match kspace [B, C, S, R, 2]",
+            t.shape
+        ));
+    }
+    let limits = &state.limits;
+    if b == 0 || coils == 0 || spokes == 0 || readout == 0 || coils > limits.max_coils {
+        return Err(invalid!(
+            "kspace has shape {:?}; B, S and R must be at least 1 and C 1 to {}",
+            k.shape,
+            limits.max_coils
+        ));
+    }
+    let n = params.int("image_size")?.ok_or_else(|| {
+        invalid!("recon-radial needs the parameter image_size (int64): the reconstructed image is image_size²")
+    })?;
+    if n < limits.min_size as i64 || n > limits.max_size as i64 {
+        return Err(invalid!(
+            "image_size is {n}, expected {} to {}",
+            limits.min_size,
+            limits.max_size
+        ));
+    }
+    let n = n as usize;
+    let dc = data_consistency(params, crate::mri::dc::RADIAL_DEFAULT)?;
+    let samples = spokes * readout;
+    let (kspace, traj) = (k.f32("kspace")?, t.f32("traj")?);
+    let mut items = Vec::with_capacity(b);
+    let mut previous: Option<(&[f32], Arc<crate::mri::radial::RadialOperator>)> = None;
+    for i in 0..b {
+        let coords = &traj[2 * i * samples..2 * (i + 1) * samples];
+        let op = match &previous {
+            Some((c, op)) if *c == coords => op.clone(),
+            _ => {
+                let pairs = coords.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
+                let spec =
+                    validate::trajectory(pairs, n).map_err(|e| invalid!("traj[{i}]: {e}"))?;
+                state.operator(&spec, n).await?
+            }
+        };
+        let per_item = coils * samples;
+        let samples_c = kspace[2 * i * per_item..2 * (i + 1) * per_item]
+            .chunks_exact(2)
+            .map(|c| Complex32::new(c[0], c[1]))
+            .collect();
+        items.push(Input::Recon {
+            slice: crate::mri::radial::RadialSlice {
+                samples: samples_c,
+                coils,
+                op: op.clone(),
+            }
+            .into(),
+            dc,
+        });
+        previous = Some((coords, op));
+    }
+    Ok((items, vec![b as i64, n as i64, n as i64]))
 }
 
 /// `lightsb`: x FP32 [B, D] → one item drawing `num_samples` states at time `t` per row.
@@ -268,7 +359,7 @@ async fn run_infer(
     req: &pb::ModelInferRequest,
 ) -> Result<pb::ModelInferResponse> {
     let info = &loaded.models[model];
-    let contract = wire::contract(info.family);
+    let contract = wire::contract_for(info);
     for out in &req.outputs {
         if !contract.outputs.iter().any(|s| s.name == out.name) {
             let names: Vec<&str> = contract.outputs.iter().map(|s| s.name).collect();
@@ -282,6 +373,9 @@ async fn run_infer(
     let (priority, timeout) = scheduling(&params)?;
     let inputs = wire::decode_inputs(&req.inputs, &req.raw_input_contents, &contract)?;
     let (items, shape) = match info.family {
+        Family::Recon if inputs.contains_key("traj") => {
+            radial_inputs(state, &inputs, &params).await?
+        }
         Family::Recon => recon_inputs(&inputs, &params, &state.limits)?,
         Family::Bridge => bridge_inputs(&inputs, &params, &state.limits, info)?,
         Family::Graph => graph_inputs(&inputs, info)?,
@@ -389,7 +483,7 @@ impl GrpcInferenceService for KServeService {
         let loaded = self.state.loaded()?;
         let model = loaded.find(&req.name)?;
         check_version(&req.version)?;
-        let contract = wire::contract(loaded.models[model].family);
+        let contract = wire::contract_for(&loaded.models[model]);
         Ok(Response::new(pb::ModelMetadataResponse {
             name: req.name,
             versions: vec!["1".into()],
@@ -472,7 +566,7 @@ impl GrpcInferenceService for KServeService {
         let model = loaded.find(&req.name)?;
         check_version(&req.version)?;
         let info = &loaded.models[model];
-        let contract = wire::contract(info.family);
+        let contract = wire::contract_for(info);
         let batching = loaded.scheduler.batch_config(model);
         let parameters = info
             .properties

@@ -22,7 +22,7 @@ use crate::api::validate::Limits;
 use crate::metrics::Metrics;
 use crate::models::{
     self, Engine, Family, ModelSpec, WeightsSource, DEFAULT_BRIDGE_MODEL, DEFAULT_GRAPH_MODEL,
-    DEFAULT_RECON_MODEL,
+    DEFAULT_RADIAL_MODEL, DEFAULT_RECON_MODEL,
 };
 use crate::sched::{policy::BatchConfig, Scheduler, SchedulerConfig};
 use auth::TokenCheck;
@@ -43,6 +43,7 @@ fn model_specs(config: &ServeConfig) -> anyhow::Result<Vec<ModelSpec>> {
     let mut specs = Vec::new();
     let shipped = [
         (DEFAULT_RECON_MODEL, models::EMBEDDED_RECON),
+        (DEFAULT_RADIAL_MODEL, models::EMBEDDED_RADIAL),
         (DEFAULT_BRIDGE_MODEL, models::EMBEDDED_BRIDGE),
         (DEFAULT_GRAPH_MODEL, models::EMBEDDED_GRAPH),
     ];
@@ -267,6 +268,9 @@ pub async fn serve_with(
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
+    }
+    if let Some(age) = config.max_connection_age_s {
+        builder = builder.max_connection_age(std::time::Duration::from_secs(age.max(1)));
     }
     let server = builder
         .layer(tower::util::MapResponseLayer::new(

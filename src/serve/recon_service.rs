@@ -8,7 +8,6 @@ use crate::error::{normalise_transport_status, Error};
 use crate::invalid;
 use crate::metrics::RequestGuard;
 use crate::models::{Family, Input, Output};
-use crate::mri::masks::sampled_fraction;
 use crate::sched::{Done, JobOptions, Reply, Scheduler};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -104,8 +103,11 @@ impl ReconService {
                             Ok(slice) => {
                                 next_index = s.index as usize + 1;
                                 received += 1;
-                                let fraction = sampled_fraction(&slice.mask);
-                                let input = Input::Recon { slice, dc: plan.dc };
+                                let fraction = slice.sampled_fraction();
+                                let input = Input::Recon {
+                                    slice: slice.into(),
+                                    dc: plan.dc,
+                                };
                                 match scheduler.submit(plan.model, vec![input], options) {
                                     Ok(mut rx) => Pending::Slice {
                                         index: s.index,
@@ -209,6 +211,7 @@ impl Reconstruction for ReconService {
         let loaded = self.state.loaded()?;
         let model = loaded.find_family(&header.model, Family::Recon)?;
         let plan = validate::plan(&header, model, &self.state.limits)?;
+        let plan = self.state.with_operator(plan).await?;
         let options = state::job_options(&metadata, plan.priority, None);
         let model_name = loaded.models[model].name.clone();
         let span = tracing::info_span!("recon_stream", request_id = %plan.request_id, model = %model_name, slices = plan.slices, coils = plan.coils, ny = plan.ny, nx = plan.nx);
@@ -257,19 +260,25 @@ impl Reconstruction for ReconService {
         let guard = RequestGuard::new(&self.state.metrics, name, "inferd");
         let result = async {
             let plan = validate::plan(&header, model, &self.state.limits)?;
+            let plan = self.state.with_operator(plan).await?;
             let mut s = req
                 .slice
                 .ok_or_else(|| Status::from(invalid!("request has no slice")))?;
             s.index = 0;
             let slice = validate::slice(&plan, &s, 0)?;
-            let fraction = sampled_fraction(&slice.mask);
+            let fraction = slice.sampled_fraction();
             let span =
                 tracing::info_span!("recon_slice", request_id = %plan.request_id, model = %name);
             let options = state::job_options(&metadata, plan.priority, None);
             let mut rx = span.in_scope(|| {
-                loaded
-                    .scheduler
-                    .submit(model, vec![Input::Recon { slice, dc: plan.dc }], options)
+                loaded.scheduler.submit(
+                    model,
+                    vec![Input::Recon {
+                        slice: slice.into(),
+                        dc: plan.dc,
+                    }],
+                    options,
+                )
             })?;
             let result = await_result(rx.remove(0)).instrument(span).await?;
             Ok(Response::new(slice_image(&plan, 0, fraction, result)))

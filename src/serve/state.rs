@@ -1,10 +1,11 @@
 //! What every service shares: the loaded models and their scheduler (once loading has finished),
 //! metrics, limits, and the readiness flags that health checks and ServerReady report.
 
-use crate::api::validate::Limits;
+use crate::api::validate::{Limits, ReconPlan};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::models::{Family, ModelInfo};
+use crate::mri::radial::{RadialOperator, TrajectorySpec};
 use crate::sched::{JobOptions, Priority, Scheduler};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -20,7 +21,13 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub stream_inflight: usize,
+    /// NUFFT operators of recently used trajectories (planning one costs milliseconds to a few
+    /// hundred; a scanner protocol reuses its trajectory for every slice and series).
+    operators: std::sync::Mutex<Vec<(String, Arc<RadialOperator>)>>,
 }
+
+/// Trajectories whose operators stay cached.
+const OPERATOR_CACHE: usize = 16;
 
 /// Models that finished loading and warming up, and the scheduler that runs them.
 pub struct Loaded {
@@ -90,7 +97,42 @@ impl ServerState {
             metrics,
             limits,
             stream_inflight,
+            operators: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// The operator of a trajectory for an `n × n` image: from the cache, or planned on a blocking
+    /// thread and cached (least recently used out).
+    pub async fn operator(&self, spec: &TrajectorySpec, n: usize) -> Result<Arc<RadialOperator>> {
+        let key = spec.key(n);
+        {
+            let mut cache = self.operators.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = cache.iter().position(|(k, _)| *k == key) {
+                let hit = cache.remove(i);
+                let op = hit.1.clone();
+                cache.push(hit);
+                return Ok(op);
+            }
+        }
+        let spec = spec.clone();
+        let op = tokio::task::spawn_blocking(move || spec.build(n))
+            .await
+            .map_err(|e| Error::Internal(format!("planning the trajectory failed: {e}")))??;
+        let op = Arc::new(op);
+        let mut cache = self.operators.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= OPERATOR_CACHE {
+            cache.remove(0);
+        }
+        cache.push((key, op.clone()));
+        Ok(op)
+    }
+
+    /// Fills in the operator of a plan's non-Cartesian trajectory.
+    pub async fn with_operator(&self, mut plan: ReconPlan) -> Result<ReconPlan> {
+        if let Some(spec) = &plan.trajectory {
+            plan.radial = Some(self.operator(spec, plan.ny).await?);
+        }
+        Ok(plan)
     }
 
     pub fn set_loaded(&self, loaded: Loaded) {

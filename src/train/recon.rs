@@ -8,12 +8,16 @@
 
 use super::data::ImageSource;
 use crate::models::recon_resnet::{ReconResNet, ReconResNetConfig};
+use crate::mri::radial::{RadialOperator, RadialSlice};
+use crate::mri::traj::{Radial, SpokeAngles};
 use crate::mri::{dc::DcMode, masks, metrics, recon};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Optimizer, VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
 
 #[derive(Debug, clap::Args)]
 pub struct TrainReconArgs {
@@ -44,6 +48,28 @@ pub struct TrainReconArgs {
     pub device: String,
 }
 
+/// The golden-angle operator for `spokes` spokes of 2N samples at `n²`, planned once per process.
+fn radial_operator(n: usize, spokes: usize) -> anyhow::Result<Arc<RadialOperator>> {
+    static OPS: OnceLock<Mutex<HashMap<(usize, usize), Arc<RadialOperator>>>> = OnceLock::new();
+    let ops = OPS.get_or_init(Default::default);
+    if let Some(op) = ops.lock().unwrap().get(&(n, spokes)) {
+        return Ok(op.clone());
+    }
+    let traj = Radial::oversampled(n, spokes, SpokeAngles::GoldenAngle)?;
+    let op = Arc::new(RadialOperator::radial(&traj)?);
+    ops.lock().unwrap().insert((n, spokes), op.clone());
+    Ok(op)
+}
+
+/// How the training k-space is sampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sampling {
+    /// Cartesian lines or points under a mask (`--pattern`, `--accelerations`).
+    Cartesian,
+    /// Golden-angle radial spokes of 2N samples (`--spokes`), gridded with density compensation.
+    Radial,
+}
+
 /// One training example: network input and target, both `[n, n]` in the network's scale.
 fn example(
     src: &mut ImageSource,
@@ -52,9 +78,18 @@ fn example(
 ) -> anyhow::Result<(Vec<f32>, Vec<f32>)> {
     let n = args.size;
     let img = src.next(n);
-    let accel = args.accelerations[rng.random_range(0..args.accelerations.len())];
-    let mask = masks::MaskSpec::new(args.pattern, accel, rng.random()).generate(n, n)?;
-    let p = recon::prepare(recon::CartesianSlice::single_coil(&img, mask, n, n));
+    let p = match args.sampling {
+        Sampling::Cartesian => {
+            let accel = args.accelerations[rng.random_range(0..args.accelerations.len())];
+            let mask = masks::MaskSpec::new(args.pattern, accel, rng.random()).generate(n, n)?;
+            recon::prepare(recon::CartesianSlice::single_coil(&img, mask, n, n))?
+        }
+        Sampling::Radial => {
+            let spokes = args.spokes[rng.random_range(0..args.spokes.len())];
+            let op = radial_operator(n, spokes)?;
+            recon::prepare(RadialSlice::single_coil(&img, op)?)?
+        }
+    };
     let scale = p.scale();
     let target: Vec<f32> = img.iter().map(|v| v.norm() / scale).collect();
     let input = p.net_input;
@@ -96,6 +131,12 @@ pub struct ExampleArgs {
     pub accelerations: Vec<f32>,
     #[arg(long, default_value = "vd1d")]
     pub pattern: masks::Pattern,
+    /// Cartesian (masks) or radial (golden-angle spokes) sampling.
+    #[arg(long, value_enum, default_value = "cartesian")]
+    pub sampling: Sampling,
+    /// Radial spoke counts to draw from, comma-separated (with --sampling radial).
+    #[arg(long, value_delimiter = ',', default_value = "30,60")]
+    pub spokes: Vec<usize>,
     /// Optional folder of PNG/NPY training images, mixed with the synthetic generator.
     #[arg(long)]
     pub images: Option<PathBuf>,
@@ -276,10 +317,10 @@ pub fn validate(
                 1_000_000 + (i * 16 + j) as u64,
             )
             .generate(n, n)?;
-            let p = recon::prepare(recon::CartesianSlice::single_coil(&img.complex, mask, n, n));
+            let p = recon::prepare(recon::CartesianSlice::single_coil(&img.complex, mask, n, n))?;
             let x = Tensor::from_vec(p.net_input.clone(), (1, 1, n, n), device)?;
             let y = net.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
-            let out = recon::finish(p, &y, DcMode::Hard);
+            let out = recon::finish(p, &y, DcMode::Hard)?;
             zf_sum += metrics::ssim(&img.magnitude, &out.zero_filled, n, n);
             rec_sum += metrics::ssim(&img.magnitude, &out.magnitude, n, n);
             count += 1;
