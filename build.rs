@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 "proto/inferd/v1/recon.proto",
                 "proto/inferd/v1/bridge.proto",
+                "proto/inferd/v1/graph.proto",
                 "proto/inference/grpc_service.proto",
             ],
             &["proto"],

@@ -22,6 +22,11 @@ pub struct HealthArgs {
     /// Server name to verify (default: the URL's host).
     #[arg(long)]
     pub tls_domain: Option<String>,
+    /// Client certificate and key (PEM) for servers that require mutual TLS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The status the server reports for the service.
@@ -29,6 +34,8 @@ pub async fn check(args: &HealthArgs) -> anyhow::Result<ServingStatus> {
     let mut conn = LoadArgs::new(&args.addr, Protocol::Health, &args.service);
     conn.tls_ca = args.tls_ca.clone();
     conn.tls_domain = args.tls_domain.clone();
+    conn.tls_cert = args.tls_cert.clone();
+    conn.tls_key = args.tls_key.clone();
     let timeout = std::time::Duration::from_secs_f64(args.timeout_s.max(0.001));
     let ask = async {
         let channel = load::connect(&conn).await?;

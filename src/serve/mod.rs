@@ -9,6 +9,7 @@
 pub mod auth;
 mod bridge_service;
 pub mod config;
+mod graph_service;
 mod http_port;
 mod kserve;
 mod recon_service;
@@ -17,7 +18,10 @@ pub mod state;
 pub use config::ServeConfig;
 
 use crate::api::kserve::pb::grpc_inference_service_server::GrpcInferenceServiceServer;
-use crate::api::pb::{bridge_server::BridgeServer, reconstruction_server::ReconstructionServer};
+use crate::api::pb::{
+    bridge_server::BridgeServer, graph_server::GraphServer,
+    reconstruction_server::ReconstructionServer,
+};
 use crate::api::validate::Limits;
 use crate::metrics::Metrics;
 use crate::models::{
@@ -149,9 +153,10 @@ fn load_engines(
     Ok(engines)
 }
 
-fn health_names() -> [&'static str; 4] {
+fn health_names() -> [&'static str; 5] {
     [
         "",
+        <GraphServer<graph_service::GraphService> as NamedService>::NAME,
         <ReconstructionServer<recon_service::ReconService> as NamedService>::NAME,
         <BridgeServer<bridge_service::BridgeService> as NamedService>::NAME,
         <GrpcInferenceServiceServer<kserve::KServeService> as NamedService>::NAME,
@@ -212,6 +217,13 @@ pub async fn serve_with(
     .max_decoding_message_size(max_message)
     .max_encoding_message_size(max_message);
     let bridge = BridgeServer::new(bridge_service::BridgeService {
+        state: state.clone(),
+    })
+    .accept_compressed(CompressionEncoding::Gzip)
+    .accept_compressed(CompressionEncoding::Zstd)
+    .max_decoding_message_size(max_message)
+    .max_encoding_message_size(max_message);
+    let graph = GraphServer::new(graph_service::GraphService {
         state: state.clone(),
     })
     .accept_compressed(CompressionEncoding::Gzip)
@@ -284,6 +296,7 @@ pub async fn serve_with(
         ))
         .add_service(InterceptedService::new(recon, guard(token.clone())))
         .add_service(InterceptedService::new(bridge, guard(token.clone())))
+        .add_service(InterceptedService::new(graph, guard(token.clone())))
         .add_service(InterceptedService::new(kserve, guard(token)))
         .serve_with_incoming_shutdown(incoming, draining(drain_rx.clone()));
     tokio::pin!(server);

@@ -67,6 +67,14 @@ impl Loaded {
             (true, Family::Bridge) => self
                 .default_bridge
                 .ok_or_else(|| Error::NotFound("no bridge model is loaded".to_string()))?,
+            (true, Family::Graph) => {
+                let graph = |m: &&ModelInfo| m.family == Family::Graph;
+                self.models
+                    .iter()
+                    .position(|m| graph(&m) && m.name == crate::models::DEFAULT_GRAPH_MODEL)
+                    .or_else(|| self.models.iter().position(|m| graph(&m)))
+                    .ok_or_else(|| Error::NotFound("no set/graph model is loaded".to_string()))?
+            }
             _ => self.find(name)?,
         };
         if self.models[i].family != family {

@@ -1,0 +1,265 @@
+//! The `inferd.v1.Graph` service: set and graph aggregation for inputs of any size. The client
+//! streams a header, then node features and edges (or set ids) in chunks; the server checks every
+//! chunk as it arrives, builds the CSR neighbourhoods once the stream ends, runs the model as one
+//! scheduler item and streams the output rows back in chunks.
+
+use super::state::{self, ServerState};
+use crate::api::pb::{self, graph_request::Msg, graph_server::Graph};
+use crate::api::tensor;
+use crate::error::{normalise_transport_status, Error, Result};
+use crate::invalid;
+use crate::metrics::RequestGuard;
+use crate::models::{lcm::Csr, Family, GraphInput, Input, Output};
+use crate::sched::Priority;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+pub struct GraphService {
+    pub state: Arc<ServerState>,
+}
+
+/// Most values of x (N · F) in one stream.
+const MAX_VALUES: u64 = 1 << 28;
+/// Most edges or set ids in one stream.
+const MAX_EDGES: usize = 1 << 28;
+/// Default response chunk size in bytes.
+const CHUNK_BYTES: usize = 4 << 20;
+
+/// What the stream has delivered so far.
+struct Received {
+    x: Vec<f32>,
+    features: usize,
+    nodes: usize,
+    rows_done: usize,
+    source: Vec<i64>,
+    target: Vec<i64>,
+    batch: Vec<i64>,
+}
+
+impl Received {
+    fn new(h: &pb::GraphHeader, features: usize) -> Result<Received> {
+        if h.features as usize != features {
+            return Err(invalid!(
+                "header features is {}, expected {features} (the model's input width)",
+                h.features
+            ));
+        }
+        if h.nodes == 0 || h.nodes.saturating_mul(features as u64) > MAX_VALUES {
+            return Err(Error::ResourceExhausted(format!(
+                "header nodes is {}; expected 1 to {} nodes of {features} features",
+                h.nodes,
+                MAX_VALUES / features.max(1) as u64
+            )));
+        }
+        Ok(Received {
+            x: Vec::with_capacity(h.nodes as usize * features),
+            features,
+            nodes: h.nodes as usize,
+            rows_done: 0,
+            source: Vec::new(),
+            target: Vec::new(),
+            batch: Vec::new(),
+        })
+    }
+
+    fn add(&mut self, msg: Msg) -> Result<()> {
+        match msg {
+            Msg::Header(_) => Err(invalid!(
+                "header sent twice; send it once, before the chunks"
+            )),
+            Msg::Nodes(c) => {
+                if c.first_row as usize != self.rows_done {
+                    return Err(invalid!(
+                        "node chunk starts at row {}, expected {} (chunks in order, no gaps)",
+                        c.first_row,
+                        self.rows_done
+                    ));
+                }
+                let t = c
+                    .x
+                    .as_ref()
+                    .ok_or_else(|| invalid!("node chunk at row {} has no x tensor", c.first_row))?;
+                let (shape, values) = tensor::to_f32(t)?;
+                let rows = match shape[..] {
+                    [rows, f] if f == self.features && rows >= 1 => rows,
+                    _ => {
+                        return Err(invalid!(
+                            "node chunk at row {} has shape {shape:?}, expected [rows, {}] FLOAT32",
+                            c.first_row,
+                            self.features
+                        ))
+                    }
+                };
+                if self.rows_done + rows > self.nodes {
+                    return Err(invalid!(
+                        "node chunks exceed the header's {} nodes (rows {}..{})",
+                        self.nodes,
+                        self.rows_done,
+                        self.rows_done + rows
+                    ));
+                }
+                if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                    return Err(invalid!(
+                        "x holds {} at row {}, expected finite values",
+                        values[i],
+                        self.rows_done + i / self.features
+                    ));
+                }
+                self.x.extend_from_slice(&values);
+                self.rows_done += rows;
+                Ok(())
+            }
+            Msg::Edges(e) => {
+                if e.source.len() != e.target.len() {
+                    return Err(invalid!(
+                        "edge chunk has {} sources and {} targets, expected equal counts",
+                        e.source.len(),
+                        e.target.len()
+                    ));
+                }
+                if !self.batch.is_empty() {
+                    return Err(invalid!("a stream holds either edges or set ids, not both"));
+                }
+                if self.source.len() + e.source.len() > MAX_EDGES {
+                    return Err(Error::ResourceExhausted(format!(
+                        "more than {MAX_EDGES} edges in one stream"
+                    )));
+                }
+                self.source.extend_from_slice(&e.source);
+                self.target.extend_from_slice(&e.target);
+                Ok(())
+            }
+            Msg::Sets(s) => {
+                if !self.source.is_empty() {
+                    return Err(invalid!("a stream holds either edges or set ids, not both"));
+                }
+                if s.first_row as usize != self.batch.len() {
+                    return Err(invalid!(
+                        "set chunk starts at row {}, expected {} (chunks in order, no gaps)",
+                        s.first_row,
+                        self.batch.len()
+                    ));
+                }
+                if self.batch.len() + s.batch.len() > self.nodes {
+                    return Err(invalid!("set ids exceed the header's {} nodes", self.nodes));
+                }
+                self.batch.extend_from_slice(&s.batch);
+                Ok(())
+            }
+        }
+    }
+
+    /// The model input once the stream has ended.
+    fn finish(self) -> Result<GraphInput> {
+        if self.rows_done != self.nodes {
+            return Err(invalid!(
+                "the stream ended after {} of the header's {} node rows",
+                self.rows_done,
+                self.nodes
+            ));
+        }
+        let csr = if !self.batch.is_empty() {
+            if self.batch.len() != self.nodes {
+                return Err(invalid!(
+                    "the stream gave {} set ids for {} nodes, expected one per node",
+                    self.batch.len(),
+                    self.nodes
+                ));
+            }
+            Csr::from_batch(&self.batch)?
+        } else {
+            Csr::from_edge_index(&self.source, &self.target, self.nodes)?
+        };
+        Ok(GraphInput {
+            x: self.x,
+            features: self.features,
+            csr,
+        })
+    }
+}
+
+type ChunkStream = Pin<Box<dyn Stream<Item = std::result::Result<pb::GraphChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Graph for GraphService {
+    type AggregateStream = ChunkStream;
+
+    async fn aggregate(
+        &self,
+        request: Request<Streaming<pb::GraphRequest>>,
+    ) -> std::result::Result<Response<Self::AggregateStream>, Status> {
+        let metadata = request.metadata().clone();
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await
+            .map_err(normalise_transport_status)?;
+        let header = match first.and_then(|m| m.msg) {
+            Some(Msg::Header(h)) => h,
+            _ => return Err(invalid!("the stream must start with a GraphHeader").into()),
+        };
+        let loaded = self.state.loaded()?;
+        let model = loaded.find_family(&header.model, Family::Graph)?;
+        let info = &loaded.models[model];
+        let features: usize = info.require("in_features")?;
+        let out: usize = info.require("out_features")?;
+        let priority = match pb::Priority::try_from(header.priority) {
+            Ok(pb::Priority::High) => Priority::High,
+            _ => Priority::Normal,
+        };
+        let options = state::job_options(&metadata, priority, None);
+        let name = info.name.clone();
+        let guard = RequestGuard::new(&self.state.metrics, &name, "inferd");
+        let span = tracing::info_span!("graph_aggregate", model = %name, nodes = header.nodes);
+        let result = async {
+            let mut received = Received::new(&header, features)?;
+            while let Some(m) = inbound
+                .message()
+                .await
+                .map_err(normalise_transport_status)?
+            {
+                let msg = m
+                    .msg
+                    .ok_or_else(|| invalid!("empty request message; expected a chunk"))?;
+                received.add(msg)?;
+            }
+            let input = received.finish()?;
+            let mut rx = loaded
+                .scheduler
+                .submit(model, vec![Input::Graph(input)], options)?;
+            let done = rx.remove(0).await.map_err(|_| {
+                Error::Unavailable("the device worker dropped the request".into())
+            })??;
+            let Output::Graph(y) = done.output else {
+                return Err(Status::from(Error::Internal(
+                    "a graph model gave another family's output".into(),
+                )));
+            };
+            Ok::<_, Status>(y)
+        }
+        .instrument(span)
+        .await;
+        let y = guard.finish(result)?;
+        let rows_per_chunk = match header.rows_per_chunk {
+            0 => (CHUNK_BYTES / (4 * out.max(1))).max(1),
+            r => r as usize,
+        };
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            for (i, rows) in y.chunks(rows_per_chunk * out).enumerate() {
+                let chunk = pb::GraphChunk {
+                    first_row: (i * rows_per_chunk) as u64,
+                    y: Some(tensor::encode_f32(&[rows.len() / out, out], rows)),
+                };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
