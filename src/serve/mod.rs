@@ -209,34 +209,40 @@ pub async fn serve_with(
     set_health(&health, ServingStatus::NotServing).await;
 
     let max_message = config.max_message_mb.max(1) * 1024 * 1024;
-    let recon = ReconstructionServer::new(recon_service::ReconService {
-        state: state.clone(),
-    })
-    .accept_compressed(CompressionEncoding::Gzip)
-    .accept_compressed(CompressionEncoding::Zstd)
-    .max_decoding_message_size(max_message)
-    .max_encoding_message_size(max_message);
-    let bridge = BridgeServer::new(bridge_service::BridgeService {
-        state: state.clone(),
-    })
-    .accept_compressed(CompressionEncoding::Gzip)
-    .accept_compressed(CompressionEncoding::Zstd)
-    .max_decoding_message_size(max_message)
-    .max_encoding_message_size(max_message);
-    let graph = GraphServer::new(graph_service::GraphService {
-        state: state.clone(),
-    })
-    .accept_compressed(CompressionEncoding::Gzip)
-    .accept_compressed(CompressionEncoding::Zstd)
-    .max_decoding_message_size(max_message)
-    .max_encoding_message_size(max_message);
-    let kserve = GrpcInferenceServiceServer::new(kserve::KServeService {
-        state: state.clone(),
-    })
-    .accept_compressed(CompressionEncoding::Gzip)
-    .accept_compressed(CompressionEncoding::Zstd)
-    .max_decoding_message_size(max_message)
-    .max_encoding_message_size(max_message);
+    // Every inference service accepts gzip/zstd requests and messages up to the configured size.
+    macro_rules! service {
+        ($server:ident, $service:expr) => {
+            $server::new($service)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(max_message)
+                .max_encoding_message_size(max_message)
+        };
+    }
+    let recon = service!(
+        ReconstructionServer,
+        recon_service::ReconService {
+            state: state.clone(),
+        }
+    );
+    let bridge = service!(
+        BridgeServer,
+        bridge_service::BridgeService {
+            state: state.clone(),
+        }
+    );
+    let graph = service!(
+        GraphServer,
+        graph_service::GraphService {
+            state: state.clone(),
+        }
+    );
+    let kserve = service!(
+        GrpcInferenceServiceServer,
+        kserve::KServeService {
+            state: state.clone(),
+        }
+    );
 
     // Server reflection lets grpcurl and similar tools list and call the APIs without the .proto
     // files. Both protocol versions: older grpcurl and grpcio clients speak v1alpha.
