@@ -647,26 +647,25 @@ async fn tls_and_mutual_tls_handshakes() {
         addr: https.clone(),
         service: String::new(),
         timeout_s: 5.0,
-        tls_ca: Some(pki.path("ca.pem")),
-        tls_domain: Some("localhost".into()),
-        tls_cert: Some(pki.path("client.pem")),
-        tls_key: Some(pki.path("client.key")),
+        tls: inferd::client::TlsArgs {
+            tls_ca: Some(pki.path("ca.pem")),
+            tls_domain: Some("localhost".into()),
+            tls_cert: Some(pki.path("client.pem")),
+            tls_key: Some(pki.path("client.key")),
+        },
     };
     assert_eq!(
         inferd::client::health::check(&health).await.unwrap(),
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
     let mut load = inferd::load::LoadArgs::new(&https, inferd::load::Protocol::Kserve, "lightsb");
-    load.tls_ca = health.tls_ca.clone();
-    load.tls_domain = health.tls_domain.clone();
-    load.tls_cert = health.tls_cert.clone();
-    load.tls_key = health.tls_key.clone();
+    load.tls = health.tls.clone();
     load.requests = Some(20);
     load.warmup_s = 0.0;
     let report = inferd::load::run(&load).await.unwrap();
     assert_eq!((report.ok, report.error_count()), (20, 0));
-    health.tls_cert = None;
-    health.tls_key = None;
+    health.tls.tls_cert = None;
+    health.tls.tls_key = None;
     assert!(inferd::client::health::check(&health).await.is_err());
     server.stop().await;
 }

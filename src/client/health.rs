@@ -1,8 +1,6 @@
 //! `inferd health`: a gRPC health check (grpc.health.v1) for container HEALTHCHECKs and scripts.
 //! Exits 0 when the service reports SERVING, 1 otherwise (not serving, unreachable, timed out).
 
-use crate::load::{self, LoadArgs, Protocol};
-use std::path::PathBuf;
 use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest};
 
 #[derive(Debug, clap::Args)]
@@ -16,29 +14,15 @@ pub struct HealthArgs {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 3.0)]
     pub timeout_s: f64,
-    /// CA certificate (PEM) to trust for https:// servers.
-    #[arg(long)]
-    pub tls_ca: Option<PathBuf>,
-    /// Server name to verify (default: the URL's host).
-    #[arg(long)]
-    pub tls_domain: Option<String>,
-    /// Client certificate and key (PEM) for servers that require mutual TLS.
-    #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: super::TlsArgs,
 }
 
 /// The status the server reports for the service.
 pub async fn check(args: &HealthArgs) -> anyhow::Result<ServingStatus> {
-    let mut conn = LoadArgs::new(&args.addr, Protocol::Health, &args.service);
-    conn.tls_ca = args.tls_ca.clone();
-    conn.tls_domain = args.tls_domain.clone();
-    conn.tls_cert = args.tls_cert.clone();
-    conn.tls_key = args.tls_key.clone();
     let timeout = std::time::Duration::from_secs_f64(args.timeout_s.max(0.001));
     let ask = async {
-        let channel = load::connect(&conn).await?;
+        let channel = super::connect(&args.addr, &args.tls).await?;
         let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
         let reply = client
             .check(HealthCheckRequest {

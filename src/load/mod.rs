@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
@@ -97,17 +97,8 @@ pub struct LoadArgs {
     /// Deadline of each request, seconds (sent as grpc-timeout).
     #[arg(long, default_value_t = 30.0)]
     pub timeout_s: f64,
-    /// CA certificate (PEM) to trust for https:// targets.
-    #[arg(long)]
-    pub tls_ca: Option<PathBuf>,
-    /// Server name to verify (default: the URL's host).
-    #[arg(long)]
-    pub tls_domain: Option<String>,
-    /// Client certificate and key (PEM) for mutual TLS.
-    #[arg(long, requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    #[arg(long, requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: crate::client::TlsArgs,
     /// File holding a bearer token sent with every request.
     #[arg(long, env = "INFERD_AUTH_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
@@ -152,98 +143,55 @@ impl tonic::service::Interceptor for Auth {
     }
 }
 
-fn auth(args: &LoadArgs) -> anyhow::Result<Auth> {
-    let Some(path) = &args.token_file else {
-        return Ok(Auth(None));
-    };
-    let token = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the token file {}", path.display()))?;
-    let value = format!("Bearer {}", token.trim())
-        .parse()
-        .context("the token is not valid header text")?;
-    Ok(Auth(Some(value)))
+impl Auth {
+    /// The bearer token of `--token-file` (read once per run), or none.
+    fn from_args(args: &LoadArgs) -> anyhow::Result<Auth> {
+        let Some(path) = &args.token_file else {
+            return Ok(Auth(None));
+        };
+        let token = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+        let value = format!("Bearer {}", token.trim())
+            .parse()
+            .context("the token is not valid header text")?;
+        Ok(Auth(Some(value)))
+    }
 }
 
 type Svc = InterceptedService<Channel, Auth>;
 
-fn max_message(args: &LoadArgs) -> usize {
-    args.max_message_mb << 20
-}
-
-pub fn kserve_client(
-    channel: Channel,
-    args: &LoadArgs,
-) -> anyhow::Result<GrpcInferenceServiceClient<Svc>> {
-    Ok(
-        GrpcInferenceServiceClient::with_interceptor(channel, auth(args)?)
-            .max_decoding_message_size(max_message(args))
-            .max_encoding_message_size(max_message(args)),
-    )
-}
-
-pub fn bridge_client(channel: Channel, args: &LoadArgs) -> anyhow::Result<BridgeClient<Svc>> {
-    Ok(BridgeClient::with_interceptor(channel, auth(args)?)
-        .max_decoding_message_size(max_message(args))
-        .max_encoding_message_size(max_message(args)))
-}
-
-/// Opens one HTTP/2 connection to the target (TLS when the URL is https://).
-pub async fn connect(args: &LoadArgs) -> anyhow::Result<Channel> {
-    let mut endpoint = Channel::from_shared(args.addr.clone())
-        .with_context(|| format!("{:?} is not a valid URL", args.addr))?
-        .tcp_nodelay(true)
-        .connect_timeout(Duration::from_secs(10));
-    if args.addr.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new();
-        if let Some(ca) = &args.tls_ca {
-            tls = tls.ca_certificate(Certificate::from_pem(std::fs::read(ca)?));
-        }
-        if let Some(domain) = &args.tls_domain {
-            tls = tls.domain_name(domain.clone());
-        }
-        if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-            tls = tls.identity(Identity::from_pem(
-                std::fs::read(cert)?,
-                std::fs::read(key)?,
-            ));
-        }
-        endpoint = endpoint.tls_config(tls)?;
-    }
-    endpoint
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {}", args.addr))
-}
-
 /// The clients a caller uses, all over one shared connection.
-struct Caller {
-    kserve: GrpcInferenceServiceClient<Svc>,
+pub struct Caller {
+    pub kserve: GrpcInferenceServiceClient<Svc>,
     recon: ReconstructionClient<Svc>,
-    bridge: BridgeClient<Svc>,
+    pub bridge: BridgeClient<Svc>,
     health: tonic_health::pb::health_client::HealthClient<Svc>,
     torchserve: InferenceApIsServiceClient<Svc>,
     timeout: Duration,
 }
 
 impl Caller {
-    fn new(channel: Channel, args: &LoadArgs) -> anyhow::Result<Caller> {
-        let a = auth(args)?;
-        let m = max_message(args);
-        Ok(Caller {
-            kserve: kserve_client(channel.clone(), args)?,
-            recon: ReconstructionClient::with_interceptor(channel.clone(), a.clone())
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
-            bridge: bridge_client(channel.clone(), args)?,
+    fn new(channel: Channel, args: &LoadArgs, auth: &Auth) -> Caller {
+        let m = args.max_message_mb << 20;
+        // Every client of the run: the same connection, token and message limits.
+        macro_rules! client {
+            ($client:ident) => {
+                $client::with_interceptor(channel.clone(), auth.clone())
+                    .max_decoding_message_size(m)
+                    .max_encoding_message_size(m)
+            };
+        }
+        Caller {
+            kserve: client!(GrpcInferenceServiceClient),
+            recon: client!(ReconstructionClient),
+            bridge: client!(BridgeClient),
             health: tonic_health::pb::health_client::HealthClient::with_interceptor(
                 channel.clone(),
-                a.clone(),
+                auth.clone(),
             ),
-            torchserve: InferenceApIsServiceClient::with_interceptor(channel, a)
-                .max_decoding_message_size(m)
-                .max_encoding_message_size(m),
+            torchserve: client!(InferenceApIsServiceClient),
             timeout: Duration::from_secs_f64(args.timeout_s.max(0.001)),
-        })
+        }
     }
 
     fn request<T>(&self, msg: T) -> tonic::Request<T> {
@@ -346,9 +294,11 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
         .clamp(1, args.concurrency);
     let mut channels = Vec::with_capacity(connections);
     for _ in 0..connections {
-        channels.push(connect(args).await?);
+        channels.push(crate::client::connect(&args.addr, &args.tls).await?);
     }
-    let call = Arc::new(payload::prepare(args, channels[0].clone()).await?);
+    let auth = Auth::from_args(args)?;
+    let call =
+        Arc::new(payload::prepare(args, &mut Caller::new(channels[0].clone(), args, &auth)).await?);
     let started_utc = report::utc(std::time::SystemTime::now());
 
     let warmup = Duration::from_secs_f64(args.warmup_s.max(0.0));
@@ -362,7 +312,7 @@ pub async fn run(args: &LoadArgs) -> anyhow::Result<Report> {
 
     let mut tasks = Vec::with_capacity(args.concurrency);
     for i in 0..args.concurrency {
-        let mut caller = Caller::new(channels[i % connections].clone(), args)?;
+        let mut caller = Caller::new(channels[i % connections].clone(), args, &auth);
         let (call, issued, next_slot) = (call.clone(), issued.clone(), next_slot.clone());
         let (limit, rate) = (args.requests, args.rate);
         tasks.push(tokio::spawn(async move {

@@ -1,7 +1,7 @@
 //! What the load generator sends: one request per protocol, generated to fit the target model (asked
 //! of the server where the protocol allows) or read from NPY files.
 
-use super::{LoadArgs, Protocol};
+use super::{Caller, LoadArgs, Protocol};
 use crate::api::kserve::{f32_raw, i64_raw, pb as kpb};
 use crate::api::{pb, tensor};
 use crate::io::npy::{self, NpyData};
@@ -10,7 +10,6 @@ use anyhow::{bail, Context};
 use kpb::{infer_parameter::ParameterChoice, model_infer_request::InferInputTensor};
 use num_complex::Complex32;
 use std::collections::HashMap;
-use tonic::transport::Channel;
 
 /// TorchServe's gRPC inference API (`proto/torchserve/inference.proto`).
 pub mod torchserve {
@@ -122,12 +121,14 @@ fn kserve_input(name: &str, a: &npy::NpyArray) -> (InferInputTensor, Vec<u8>) {
 }
 
 fn f32_input(name: &str, shape: &[usize], data: &[f32]) -> (InferInputTensor, Vec<u8>) {
-    kserve_input(
-        name,
-        &npy::NpyArray {
-            shape: shape.to_vec(),
-            data: NpyData::F32(data.to_vec()),
+    (
+        InferInputTensor {
+            name: name.into(),
+            datatype: "FP32".into(),
+            shape: shape.iter().map(|&d| d as i64).collect(),
+            ..Default::default()
         },
+        f32_raw(data),
     )
 }
 
@@ -158,7 +159,10 @@ fn sets(sets: usize, set_size: usize, features: usize, seed: u64) -> (Vec<f32>, 
 
 /// Builds the KServe request: from `--input` files when given, else generated for the model's
 /// family as reported by the server's ModelConfig.
-async fn kserve_call(args: &LoadArgs, channel: Channel) -> anyhow::Result<kpb::ModelInferRequest> {
+async fn kserve_call(
+    args: &LoadArgs,
+    caller: &mut Caller,
+) -> anyhow::Result<kpb::ModelInferRequest> {
     let mut req = kpb::ModelInferRequest {
         model_name: args.model.clone(),
         ..Default::default()
@@ -173,8 +177,8 @@ async fn kserve_call(args: &LoadArgs, channel: Channel) -> anyhow::Result<kpb::M
             add(kserve_input(name, a));
         }
     } else {
-        let mut client = super::kserve_client(channel, args)?;
-        let config = client
+        let config = caller
+            .kserve
             .model_config(kpb::ModelConfigRequest {
                 name: args.model.clone(),
                 version: String::new(),
@@ -271,12 +275,12 @@ fn recon_call(args: &LoadArgs) -> anyhow::Result<Vec<pb::ReconRequest>> {
     Ok(reqs)
 }
 
-async fn bridge_call(args: &LoadArgs, channel: Channel) -> anyhow::Result<pb::BridgeRequest> {
+async fn bridge_call(args: &LoadArgs, caller: &mut Caller) -> anyhow::Result<pb::BridgeRequest> {
     let files = read_inputs(args)?;
     let x = match files.as_slice() {
         [] => {
-            let mut client = super::bridge_client(channel, args)?;
-            let info = client
+            let info = caller
+                .bridge
                 .describe(pb::DescribeBridgeRequest {
                     model: args.model.clone(),
                 })
@@ -325,13 +329,14 @@ fn torchserve_call(args: &LoadArgs) -> anyhow::Result<torchserve::PredictionsReq
     })
 }
 
-pub async fn prepare(args: &LoadArgs, channel: Channel) -> anyhow::Result<Call> {
+/// The call of a run, asking the server (through `caller`) what the model takes where needed.
+pub async fn prepare(args: &LoadArgs, caller: &mut Caller) -> anyhow::Result<Call> {
     Ok(match args.protocol {
         Protocol::Live => Call::Live,
         Protocol::Health => Call::Health(args.model.clone()),
-        Protocol::Kserve => Call::Kserve(kserve_call(args, channel).await?),
+        Protocol::Kserve => Call::Kserve(kserve_call(args, caller).await?),
         Protocol::Recon => Call::Recon(recon_call(args)?),
-        Protocol::Bridge => Call::Bridge(bridge_call(args, channel).await?),
+        Protocol::Bridge => Call::Bridge(bridge_call(args, caller).await?),
         Protocol::Torchserve => Call::Torchserve(torchserve_call(args)?),
     })
 }

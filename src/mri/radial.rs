@@ -230,10 +230,9 @@ impl TrajectorySpec {
     /// Identifies the operator for an `n × n` image (equal keys, equal operators).
     pub fn key(&self, n: usize) -> String {
         match self {
-            TrajectorySpec::Radial(r) => format!(
-                "radial {n} {} {} {:?} {}",
-                r.readout, r.spokes, r.angles, r.n
-            ),
+            TrajectorySpec::Radial(r) => {
+                format!("radial {} {} {} {:?}", r.n, r.readout, r.spokes, r.angles)
+            }
             TrajectorySpec::Coords(c) => {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
