@@ -52,7 +52,8 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 inferd \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
-      --shell /usr/sbin/nologin inferd
+      --shell /usr/sbin/nologin inferd \
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/inferd/outbox
 COPY --from=build /out/inferd /usr/local/bin/inferd
 # The default models are also embedded in the binary; the folder holds every shipped model
 # (e.g. the LCM baselines) for `--model NAME=/opt/inferd/models/FILE.safetensors`.
@@ -62,7 +63,8 @@ ENV INFERD_ADDR=0.0.0.0:50051 \
     INFERD_METRICS_ADDR=0.0.0.0:9090 \
     INFERD_DEVICE=cpu \
     INFERD_LOG=info \
-    INFERD_LOG_FORMAT=json
+    INFERD_LOG_FORMAT=json \
+    INFERD_OUTBOX=/var/lib/inferd/outbox
 USER 10001:10001
 WORKDIR /opt/inferd
 EXPOSE 50051/tcp 9090/tcp

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # Runs inferd's whole test suite. Installs the independent references the tests compare against when
-# they are missing: BART and the openssl CLI (Debian packages); PyTorch, safetensors, numpy, pydicom,
-# grpcio with health checking and reflection, NVIDIA's tritonclient and FINUFFT (PyPI).
+# they are missing: BART, the openssl CLI, Orthanc (a real PACS), dcmtk, dicom3tools and the ISMRMRD
+# tools (Debian packages); PyTorch, safetensors, numpy, pydicom, h5py, grpcio with health checking and
+# reflection, NVIDIA's tritonclient and FINUFFT (PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v bart >/dev/null 2>&1 || need_apt+=(bart)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v Orthanc >/dev/null 2>&1 || need_apt+=(orthanc)
+command -v storescu >/dev/null 2>&1 || need_apt+=(dcmtk)
+command -v dciodvfy >/dev/null 2>&1 || need_apt+=(dicom3tools)
+command -v ismrmrd_generate_cartesian_shepp_logan >/dev/null 2>&1 || need_apt+=(ismrmrd-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing ${need_apt[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -18,11 +23,11 @@ fi
 PY=${INFERD_PYTHON:-python3}
 # tritonclient pins protobuf below 7, so health checking and reflection come from a release whose
 # generated code runs on protobuf 6.
-if ! "$PY" -c "import torch, safetensors, numpy, pydicom, grpc, tritonclient.grpc, finufft
+if ! "$PY" -c "import torch, safetensors, numpy, pydicom, h5py, grpc, tritonclient.grpc, finufft
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2" >/dev/null 2>&1; then
-  echo "installing torch, safetensors, numpy, pydicom, grpcio (+ health checking, reflection), tritonclient, finufft (PyPI)"
-  "$PY" -m pip install -q --disable-pip-version-check torch safetensors numpy pydicom grpcio \
+  echo "installing torch, safetensors, numpy, pydicom, h5py, grpcio (+ health checking, reflection), tritonclient, finufft (PyPI)"
+  "$PY" -m pip install -q --disable-pip-version-check torch safetensors numpy pydicom h5py grpcio \
     "grpcio-health-checking<1.76" "grpcio-reflection<1.76" "tritonclient[grpc]" finufft
 fi
 

@@ -22,6 +22,9 @@ pub enum Error {
     /// The server is shutting down, still loading, or the worker is gone.
     #[error("{0}")]
     Unavailable(String),
+    /// The request needs something this server is not configured for (e.g. a PACS).
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A bug or a failure inside a model; the message is safe to show (no patient data).
     #[error("{0}")]
     Internal(String),
@@ -50,6 +53,7 @@ impl From<Error> for Status {
             Error::Cancelled(_) => Code::Cancelled,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unavailable(_) => Code::Unavailable,
+            Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -4,7 +4,7 @@
 //! Layout: `api/` wire types and validation, `serve/` the gRPC server (inferd and KServe v2 APIs,
 //! health, auth, TLS, HTTP metrics), `sched/` admission, batching policy and device workers,
 //! `metrics` Prometheus counters, `mri/` FFT, masks, coils, data consistency and metrics, `models/` the candle networks,
-//! `io/` file formats, `client/` command-line clients, `load/` the load generator, `train/` training of the shipped models.
+//! `io/` file formats, `pacs/` DICOM output and PACS delivery, `client/` command-line clients, `load/` the load generator, `train/` training of the shipped models.
 
 pub mod api;
 pub mod client;
@@ -14,6 +14,7 @@ pub mod load;
 pub mod metrics;
 pub mod models;
 pub mod mri;
+pub mod pacs;
 pub mod sched;
 pub mod serve;
 pub mod train;

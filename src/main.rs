@@ -28,6 +28,8 @@ enum Command {
     Load(inferd::load::LoadArgs),
     /// Ask a server's gRPC health service; exit 0 when SERVING (for container health checks).
     Health(client::health::HealthArgs),
+    /// Check a PACS (C-ECHO) or send DICOM files to it through a durable outbox.
+    Pacs(client::pacs::PacsCommand),
     /// Train a model.
     Train {
         #[command(subcommand)]
@@ -120,6 +122,7 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             std::process::exit(rt.block_on(client::health::run(args)));
         }
+        Command::Pacs(cmd) => client::pacs::run(cmd),
         Command::Train {
             what: TrainCommand::Recon(args),
         } => train::recon::run(args),

@@ -40,6 +40,17 @@ pub struct Metrics {
     pub compute_seconds: Hist,
     pub batch_size: Hist,
     pub dropped: Family<DropLabels, Counter>,
+    /// PACS outbox (`pacs::outbox`): items and bytes waiting for delivery.
+    pub outbox_pending_items: Gauge,
+    pub outbox_pending_bytes: Gauge,
+    /// Items the PACS refused for good, kept in the outbox's `failed/`.
+    pub outbox_failed_items: Gauge,
+    /// Instances the PACS confirmed (success or warning status).
+    pub outbox_stored: Counter,
+    /// Associations that failed in transport (PACS down, network, timeout) and will be retried.
+    pub outbox_retries: Counter,
+    /// 1 if the last delivery attempt reached the PACS, 0 if it failed in transport.
+    pub pacs_reachable: Gauge,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -96,6 +107,42 @@ impl Default for Metrics {
             "Queued items dropped before reaching the device",
             dropped.clone(),
         );
+        let outbox_pending_items = Gauge::default();
+        registry.register(
+            "outbox_pending_items",
+            "DICOM instances in the PACS outbox waiting for delivery",
+            outbox_pending_items.clone(),
+        );
+        let outbox_pending_bytes = Gauge::default();
+        registry.register(
+            "outbox_pending_bytes",
+            "Bytes of DICOM instances in the PACS outbox waiting for delivery",
+            outbox_pending_bytes.clone(),
+        );
+        let outbox_failed_items = Gauge::default();
+        registry.register(
+            "outbox_failed_items",
+            "DICOM instances the PACS refused permanently, kept in the outbox's failed/ folder",
+            outbox_failed_items.clone(),
+        );
+        let outbox_stored = Counter::default();
+        registry.register(
+            "outbox_stored",
+            "DICOM instances the PACS confirmed storing",
+            outbox_stored.clone(),
+        );
+        let outbox_retries = Counter::default();
+        registry.register(
+            "outbox_retries",
+            "PACS associations that failed in transport and are retried",
+            outbox_retries.clone(),
+        );
+        let pacs_reachable = Gauge::default();
+        registry.register(
+            "pacs_reachable",
+            "1 if the last delivery attempt reached the PACS, else 0",
+            pacs_reachable.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -105,6 +152,12 @@ impl Default for Metrics {
             compute_seconds,
             batch_size,
             dropped,
+            outbox_pending_items,
+            outbox_pending_bytes,
+            outbox_failed_items,
+            outbox_stored,
+            outbox_retries,
+            pacs_reachable,
         }
     }
 }

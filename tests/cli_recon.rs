@@ -8,22 +8,10 @@ use inferd::client::recon::{run, ReconArgs};
 use inferd::io::{cfl, npy};
 use inferd::mri::{coils, fft, masks, metrics};
 use inferd::serve::ServeConfig;
+use std::path::PathBuf;
 
-fn args(server: &str, input: std::path::PathBuf, out: std::path::PathBuf) -> ReconArgs {
-    ReconArgs {
-        server: server.to_string(),
-        input,
-        out,
-        mask: None,
-        pattern: None,
-        acceleration: 4.0,
-        seed: 3,
-        model: String::new(),
-        dc: "hard".into(),
-        lambda: 10.0,
-        high_priority: false,
-        max_message_mb: 64,
-    }
+fn args(server: &str, input: PathBuf, out: PathBuf) -> ReconArgs {
+    common::recon_args(server, input, out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,6 +43,7 @@ fn header(ny: usize, nx: usize, coils: usize, slices: usize, accel: f32) -> pb::
         return_zero_filled: true,
         request_id: "test".into(),
         priority: pb::Priority::Normal as i32,
+        dicom: None,
     }
 }
 

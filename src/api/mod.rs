@@ -2,6 +2,7 @@
 //! Everything here turns client bytes into checked domain values, or into a status saying what was
 //! expected.
 
+pub mod dicom;
 pub mod kserve;
 pub mod tensor;
 pub mod validate;

@@ -60,6 +60,8 @@ pub struct ReconPlan {
     pub return_zero_filled: bool,
     pub request_id: String,
     pub priority: Priority,
+    /// DICOM output, when the header asks for it.
+    pub dicom: Option<super::dicom::DicomPlan>,
 }
 
 /// Checks a header for the reconstruction model `model` (index of a loaded model, resolved by the
@@ -150,7 +152,14 @@ pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconP
             h.request_id.len()
         ));
     }
+    let dicom = h
+        .dicom
+        .as_ref()
+        .filter(|d| d.return_dicom || d.store)
+        .map(|d| super::dicom::plan(d, slices, ny, nx))
+        .transpose()?;
     Ok(ReconPlan {
+        dicom,
         model,
         ny,
         nx,

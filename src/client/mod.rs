@@ -1,6 +1,7 @@
 //! Command-line clients of the service.
 
 pub mod health;
+pub mod pacs;
 pub mod recon;
 
 use anyhow::Context;

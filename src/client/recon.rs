@@ -1,13 +1,16 @@
 //! `inferd recon`: streams a k-space volume to a server and writes the reconstructions.
 //!
-//! Inputs: NPY k-space `[slices, coils, ky, kx]` (or `[slices, ky, kx]`, or `[ky, kx]`) complex, or a BART
-//! `.cfl/.hdr` pair `[READ, PHS1, SLICES, COILS]`. Sampling: a `[ky, kx]` mask NPY, a generated pattern, or
-//! (by default) the non-zero positions of the first slice's k-space. Outputs in `--out`: `recon.npy`
+//! Inputs: NPY k-space `[slices, coils, ky, kx]` (or `[slices, ky, kx]`, or `[ky, kx]`) complex, the same
+//! as `kspace` in an NPZ archive (with an optional `mask`), a BART `.cfl/.hdr` pair
+//! `[READ, PHS1, SLICES, COILS]`, or HDF5 raw data: ISMRMRD / MRD ([`crate::io::mrd`]) or fastMRI
+//! ([`crate::io::fastmri`]). Sampling: a `[ky, kx]` mask NPY, a generated pattern, or (by default) the
+//! mask the file records (MRD, fastMRI, NPZ), else the non-zero positions of the first slice's k-space. Outputs in `--out`: `recon.npy`
 //! `[slices, ky, kx]` float32, `zero_filled.npy`, and a PNG preview per slice (zero-filled | reconstruction).
 
 use crate::api::pb::{self, reconstruction_client::ReconstructionClient};
 use crate::api::tensor;
-use crate::io::{cfl, npy, png};
+use crate::io::acquisition::AcquisitionInfo;
+use crate::io::{cfl, fastmri, h5, kspace, mrd, npy, npz, png};
 use anyhow::{bail, Context};
 use num_complex::Complex32;
 use std::path::{Path, PathBuf};
@@ -17,7 +20,8 @@ pub struct ReconArgs {
     /// Server URL, e.g. http://127.0.0.1:50051.
     #[arg(long, env = "INFERD_SERVER", default_value = "http://127.0.0.1:50051")]
     pub server: String,
-    /// K-space: .npy or BART .cfl/.hdr.
+    /// K-space: .npy, .npz, BART .cfl/.hdr, or HDF5 raw data (.h5, .hdf5, .mrd: ISMRMRD / MRD or
+    /// fastMRI).
     #[arg(long)]
     pub input: PathBuf,
     /// Output folder.
@@ -47,6 +51,8 @@ pub struct ReconArgs {
     /// Largest gRPC message, MiB.
     #[arg(long, default_value_t = 64)]
     pub max_message_mb: usize,
+    #[command(flatten)]
+    pub dicom: super::pacs::DicomArgs,
 }
 
 /// A k-space volume in inferd's layout.
@@ -65,44 +71,123 @@ impl Volume {
     }
 }
 
+/// What an input file holds: the k-space, the sampling it records (raw-data formats) and its
+/// acquisition metadata.
+pub struct Input {
+    pub volume: Volume,
+    /// `[ny, nx]`, 1 = measured, when the file records the acquired samples (MRD, fastMRI `mask`,
+    /// NPZ `mask`).
+    pub mask: Option<Vec<f32>>,
+    pub info: AcquisitionInfo,
+}
+
 pub fn read_volume(path: &Path) -> anyhow::Result<Volume> {
-    let (slices, coils, ny, nx, data) = match path.extension().and_then(|e| e.to_str()) {
-        Some("npy") => {
-            let a = npy::read(path)?;
-            let npy::NpyData::C64(data) = a.data else {
+    Ok(read_input(path)?.volume)
+}
+
+/// Reads k-space from `.npy`, `.npz` (`kspace`, optional `mask`), BART `.cfl/.hdr`, or HDF5
+/// (`.h5`, `.hdf5`, `.mrd`): ISMRMRD / MRD when `/dataset/data` exists, fastMRI when `kspace` does.
+pub fn read_input(path: &Path) -> anyhow::Result<Input> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase());
+    let raw = |r: kspace::RawKspace| Input {
+        volume: Volume {
+            slices: r.slices,
+            coils: r.coils,
+            ny: r.ny,
+            nx: r.nx,
+            data: r.data,
+        },
+        mask: r.mask,
+        info: r.info,
+    };
+    let (slices, coils, ny, nx, data, mask) = match ext.as_deref() {
+        Some("h5" | "hdf5" | "mrd") => {
+            let f = h5::H5File::open(path)?;
+            let name = path.display().to_string();
+            return if f.has_dataset("/dataset/data") {
+                Ok(raw(mrd::read_file(&f, &name, mrd::Selection::default())?))
+            } else if f.has_dataset("kspace") {
+                Ok(raw(fastmri::read_file(&f, &name)?))
+            } else {
                 bail!(
-                    "{}: k-space must be complex (complex64 or complex128)",
-                    path.display()
+                    "{name}: neither MRD (/dataset/data) nor fastMRI (kspace) raw data; top-level \
+                     members: {:?}",
+                    f.top_level()
                 )
             };
-            let (s, c, y, x) = match a.shape[..] {
-                [s, c, y, x] => (s, c, y, x),
-                [s, y, x] => (s, 1, y, x),
-                [y, x] => (1, 1, y, x),
-                _ => bail!(
-                    "{}: k-space shape {:?}, expected [slices, coils, ky, kx]",
-                    path.display(),
-                    a.shape
-                ),
-            };
-            (s, c, y, x, data)
         }
-        Some("cfl") | Some("hdr") | None => cfl::to_slices(&cfl::read(path)?)?,
-        Some(other) => bail!("unsupported input extension .{other}; expected .npy or .cfl"),
+        Some("npy") => {
+            let (s, c, y, x, data) = kspace_array(npy::read(path)?, path)?;
+            (s, c, y, x, data, None)
+        }
+        Some("npz") => {
+            let mut members = npz::read(path)?;
+            let k = members.remove("kspace").with_context(|| {
+                format!(
+                    "{}: no kspace array; the archive holds {:?}",
+                    path.display(),
+                    members.keys().collect::<Vec<_>>()
+                )
+            })?;
+            let (s, c, y, x, data) = kspace_array(k, path)?;
+            let mask = match members.remove("mask") {
+                Some(m) => Some(mask_array(m, y, x, path)?),
+                None => None,
+            };
+            (s, c, y, x, data, mask)
+        }
+        Some("cfl") | Some("hdr") | None => {
+            let (s, c, y, x, data) = cfl::to_slices(&cfl::read(path)?)?;
+            (s, c, y, x, data, None)
+        }
+        Some(other) => bail!(
+            "unsupported input extension .{other}; expected .npy, .npz, .cfl, or .h5 / .mrd (MRD or \
+             fastMRI)"
+        ),
     };
-    Ok(Volume {
-        slices,
-        coils,
-        ny,
-        nx,
-        data,
+    Ok(Input {
+        volume: Volume {
+            slices,
+            coils,
+            ny,
+            nx,
+            data,
+        },
+        mask,
+        info: AcquisitionInfo::default(),
     })
 }
 
-fn read_mask(path: &Path, ny: usize, nx: usize) -> anyhow::Result<Vec<f32>> {
-    let a = npy::read(path)?;
-    let npy::NpyData::F32(m) = a.data else {
-        bail!("{}: mask must be real", path.display())
+type Slices = (usize, usize, usize, usize, Vec<Complex32>);
+
+fn kspace_array(a: npy::NpyArray, path: &Path) -> anyhow::Result<Slices> {
+    let npy::NpyData::C64(data) = a.data else {
+        bail!(
+            "{}: k-space must be complex (complex64 or complex128)",
+            path.display()
+        )
+    };
+    let (s, c, y, x) = match a.shape[..] {
+        [s, c, y, x] => (s, c, y, x),
+        [s, y, x] => (s, 1, y, x),
+        [y, x] => (1, 1, y, x),
+        _ => bail!(
+            "{}: k-space shape {:?}, expected [slices, coils, ky, kx]",
+            path.display(),
+            a.shape
+        ),
+    };
+    Ok((s, c, y, x, data))
+}
+
+fn mask_array(a: npy::NpyArray, ny: usize, nx: usize, path: &Path) -> anyhow::Result<Vec<f32>> {
+    let m: Vec<f32> = match a.data {
+        npy::NpyData::F32(m) => m,
+        npy::NpyData::I64(m) => m.iter().map(|&v| v as f32).collect(),
+        npy::NpyData::C64(_) => bail!("{}: mask must be real", path.display()),
     };
     anyhow::ensure!(
         a.shape == [ny, nx],
@@ -113,6 +198,10 @@ fn read_mask(path: &Path, ny: usize, nx: usize) -> anyhow::Result<Vec<f32>> {
     Ok(m.iter()
         .map(|&v| if v != 0.0 { 1.0 } else { 0.0 })
         .collect())
+}
+
+fn read_mask(path: &Path, ny: usize, nx: usize) -> anyhow::Result<Vec<f32>> {
+    mask_array(npy::read(path)?, ny, nx, path)
 }
 
 /// The mask implied by zeros in already undersampled k-space: a position is sampled if any coil has data.
@@ -130,7 +219,13 @@ pub fn mask_from_kspace(v: &Volume) -> Vec<f32> {
         .collect()
 }
 
-pub fn header_for(args: &ReconArgs, v: &Volume) -> anyhow::Result<pb::ReconHeader> {
+/// The request header; without `--mask` or `--pattern` the sampling is `file_mask` (what a raw-data
+/// file records as acquired) or else the non-zero positions of the first slice's k-space.
+pub fn header_for(
+    args: &ReconArgs,
+    v: &Volume,
+    file_mask: Option<&[f32]>,
+) -> anyhow::Result<pb::ReconHeader> {
     let sampling = if let Some(p) = args.pattern {
         let pattern = match p {
             crate::mri::masks::Pattern::VariableDensity1d => {
@@ -150,7 +245,10 @@ pub fn header_for(args: &ReconArgs, v: &Volume) -> anyhow::Result<pb::ReconHeade
     } else {
         let mask = match &args.mask {
             Some(p) => read_mask(p, v.ny, v.nx)?,
-            None => mask_from_kspace(v),
+            None => match file_mask {
+                Some(m) => m.to_vec(),
+                None => mask_from_kspace(v),
+            },
         };
         pb::sampling::Kind::Mask(tensor::encode_f32(&[v.ny, v.nx], &mask))
     };
@@ -183,6 +281,7 @@ pub fn header_for(args: &ReconArgs, v: &Volume) -> anyhow::Result<pb::ReconHeade
         } else {
             pb::Priority::Normal as i32
         },
+        dicom: None,
     })
 }
 
@@ -204,10 +303,26 @@ pub fn requests(header: pb::ReconHeader, v: &Volume) -> Vec<pb::ReconRequest> {
 }
 
 pub async fn run(args: ReconArgs) -> anyhow::Result<()> {
-    let v = read_volume(&args.input)?;
-    let header = header_for(&args, &v)?;
+    let input = read_input(&args.input)?;
+    let mut header = header_for(&args, &input.volume, input.mask.as_deref())?;
+    let v = &input.volume;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let delivery = match args.dicom.pacs.target()? {
+        Some(t) => Some(super::pacs::ClientDelivery::start(
+            t,
+            &args.out.join("outbox"),
+        )?),
+        None => None,
+    };
+    let write_dicom = args.dicom.format == super::pacs::OutputFormat::Dicom;
+    if args.dicom.wanted() {
+        header.dicom = Some(crate::api::dicom::request(
+            &args.dicom.info(input.info.clone()),
+            write_dicom || delivery.is_some(),
+            args.dicom.store,
+        ));
+    }
     let limit = args.max_message_mb * 1024 * 1024;
     let mut client = ReconstructionClient::connect(args.server.clone())
         .await
@@ -215,7 +330,8 @@ pub async fn run(args: ReconArgs) -> anyhow::Result<()> {
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
     let (ny, nx, slices) = (v.ny, v.nx, v.slices);
-    let reqs = requests(header, &v);
+    let info = &input.info;
+    let reqs = requests(header, v);
     let bar = indicatif::ProgressBar::new(slices as u64);
     bar.set_style(indicatif::ProgressStyle::with_template(
         "{bar:40} {pos}/{len} slices {elapsed} {msg}",
@@ -226,7 +342,7 @@ pub async fn run(args: ReconArgs) -> anyhow::Result<()> {
         .into_inner();
     let mut recon = vec![0.0f32; slices * ny * nx];
     let mut zero_filled = vec![0.0f32; slices * ny * nx];
-    let mut got = 0;
+    let (mut got, mut queued) = (0, 0);
     while let Some(msg) = stream.message().await? {
         match msg.msg {
             Some(pb::recon_response::Msg::Image(img)) => {
@@ -235,17 +351,25 @@ pub async fn run(args: ReconArgs) -> anyhow::Result<()> {
                 let (_, mag) =
                     tensor::to_f32(img.magnitude.as_ref().context("image without magnitude")?)?;
                 recon[s * ny * nx..(s + 1) * ny * nx].copy_from_slice(&mag);
+                if !img.dicom.is_empty() {
+                    if write_dicom {
+                        let path = args.out.join(format!("IM_{:04}.dcm", s + 1));
+                        std::fs::write(&path, &img.dicom)
+                            .with_context(|| format!("cannot write {}", path.display()))?;
+                    }
+                    if let Some(d) = &delivery {
+                        d.put(&img.sop_instance_uid, &img.dicom)?;
+                    }
+                }
+                queued += usize::from(img.queued_for_pacs);
                 if let Some(z) = &img.zero_filled {
                     zero_filled[s * ny * nx..(s + 1) * ny * nx]
                         .copy_from_slice(&tensor::to_f32(z)?.1);
                 }
-                write_preview(
-                    &args.out.join(format!("slice_{s:03}.png")),
-                    &zero_filled[s * ny * nx..(s + 1) * ny * nx],
-                    &mag,
-                    ny,
-                    nx,
-                )?;
+                let (z, _, _) =
+                    info.to_file_orientation(&zero_filled[s * ny * nx..(s + 1) * ny * nx], ny, nx);
+                let (m, ry, rx) = info.to_file_orientation(&mag, ny, nx);
+                write_preview(&args.out.join(format!("slice_{s:03}.png")), &z, &m, ry, rx)?;
                 bar.set_message(format!("{:.2} s/slice on the server", img.compute_seconds));
                 got += 1;
             }
@@ -255,13 +379,28 @@ pub async fn run(args: ReconArgs) -> anyhow::Result<()> {
     }
     bar.finish();
     anyhow::ensure!(got == slices, "server returned {got} of {slices} slices");
-    npy::write_f32(&args.out.join("recon.npy"), &[slices, ny, nx], &recon)?;
-    npy::write_f32(
-        &args.out.join("zero_filled.npy"),
-        &[slices, ny, nx],
-        &zero_filled,
-    )?;
+    // NPY outputs in the file's own orientation and reconstruction matrix (fastMRI: readout rows,
+    // cropped to e.g. 320 x 320); the DICOM objects describe their orientation themselves.
+    for (name, vol) in [("recon.npy", &recon), ("zero_filled.npy", &zero_filled)] {
+        let mut out = Vec::with_capacity(vol.len());
+        let mut dims = (ny, nx);
+        for s in 0..slices {
+            let (img, ry, rx) =
+                info.to_file_orientation(&vol[s * ny * nx..(s + 1) * ny * nx], ny, nx);
+            out.extend(img);
+            dims = (ry, rx);
+        }
+        npy::write_f32(&args.out.join(name), &[slices, dims.0, dims.1], &out)?;
+    }
     println!("wrote {slices} slices to {}", args.out.display());
+    if args.dicom.store {
+        println!("the server queued {queued} image(s) for its PACS");
+    }
+    if let Some(d) = delivery {
+        let target = d.target.clone();
+        d.finish(std::time::Duration::from_secs(args.dicom.pacs_wait_s))?;
+        println!("{target} confirmed every image");
+    }
     Ok(())
 }
 

@@ -77,6 +77,71 @@ pub struct ServeConfig {
     /// seconds, so that clients reconnect and load spreads over new replicas. Unset: no limit.
     #[arg(long, env = "INFERD_MAX_CONNECTION_AGE_S")]
     pub max_connection_age_s: Option<u64>,
+    #[command(flatten)]
+    pub pacs: PacsConfig,
+}
+
+/// DICOM output and PACS delivery.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PacsConfig {
+    /// PACS to deliver DICOM images to (HOST:PORT of its DICOM port); requests ask for delivery
+    /// with `dicom.store`. Unset: no delivery (requests asking for it get FAILED_PRECONDITION).
+    #[arg(long = "pacs", env = "INFERD_PACS")]
+    pub pacs_addr: Option<String>,
+    /// The PACS's AE title (called AE title).
+    #[arg(long = "pacs-aet", env = "INFERD_PACS_AET", default_value = "ANY-SCP")]
+    pub called_aet: String,
+    /// inferd's own AE title (calling AE title), as configured in the PACS.
+    #[arg(
+        long = "pacs-calling-aet",
+        env = "INFERD_PACS_CALLING_AET",
+        default_value = "INFERD"
+    )]
+    pub calling_aet: String,
+    /// Durable outbox: images wait here until the PACS confirms them, across restarts. Put it on a
+    /// persistent volume.
+    #[arg(
+        long = "outbox",
+        env = "INFERD_OUTBOX",
+        default_value = "inferd-outbox"
+    )]
+    pub outbox: PathBuf,
+    /// Most disk the outbox may use, MiB; storing more is refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long = "outbox-max-mb",
+        env = "INFERD_OUTBOX_MAX_MB",
+        default_value_t = 2048
+    )]
+    pub outbox_max_mb: u64,
+    /// Longest wait between delivery attempts while the PACS is unreachable, seconds (the wait
+    /// doubles from 0.5 s up to this).
+    #[arg(
+        long = "pacs-retry-max-s",
+        env = "INFERD_PACS_RETRY_MAX_S",
+        default_value_t = 30.0
+    )]
+    pub retry_max_s: f64,
+    /// UID root for Study, Series and SOP Instance UIDs (default 2.25: UUID-derived UIDs).
+    #[arg(
+        long = "dicom-uid-root",
+        env = "INFERD_DICOM_UID_ROOT",
+        default_value = "2.25"
+    )]
+    pub uid_root: crate::pacs::uid::UidRoot,
+}
+
+impl Default for PacsConfig {
+    fn default() -> Self {
+        PacsConfig {
+            pacs_addr: None,
+            called_aet: "ANY-SCP".into(),
+            calling_aet: "INFERD".into(),
+            outbox: PathBuf::from("inferd-outbox"),
+            outbox_max_mb: 2048,
+            retry_max_s: 30.0,
+            uid_root: Default::default(),
+        }
+    }
 }
 
 impl ServeConfig {
@@ -105,6 +170,7 @@ impl ServeConfig {
             auth_token: None,
             shutdown_grace_s: 30,
             max_connection_age_s: None,
+            pacs: PacsConfig::default(),
         }
     }
 
@@ -170,6 +236,12 @@ mod tests {
         for bad in ["lightsb", "x=0:1", "x=4", "=4:1", "x=4:-1"] {
             assert!(bad.parse::<ModelBatching>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn flags_are_consistent() {
+        use clap::Args;
+        ServeConfig::augment_args(clap::Command::new("serve")).debug_assert();
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod auth;
 mod bridge_service;
 pub mod config;
+pub mod dicom_out;
 mod graph_service;
 mod http_port;
 mod kserve;
@@ -199,10 +200,12 @@ pub async fn serve_with(
     let token = TokenCheck::from_config(&config)?;
     let tls = auth::tls_config(&config)?;
     let metrics = Arc::new(Metrics::default());
+    let dicom = dicom_out::DicomOut::start(&config.pacs, metrics.clone())?;
     let state = Arc::new(ServerState::new(
         metrics.clone(),
         Limits::default(),
         config.stream_inflight,
+        dicom,
     ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -375,6 +378,7 @@ pub async fn serve_with(
     if let Some(loaded) = state.loaded_opt() {
         loaded.scheduler.close();
     }
+    state.dicom.shutdown();
     if let Some(t) = metrics_task {
         t.abort();
     }

@@ -8,6 +8,7 @@ use crate::error::{normalise_transport_status, Error};
 use crate::invalid;
 use crate::metrics::RequestGuard;
 use crate::models::{Family, Input, Output};
+use crate::pacs::dicom::Series;
 use crate::sched::{Done, JobOptions, Reply, Scheduler};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -48,7 +49,34 @@ fn slice_image(plan: &validate::ReconPlan, index: u32, fraction: f32, r: Done) -
             .then(|| tensor::encode_f32(&shape, &output.zero_filled)),
         compute_seconds: r.compute_seconds,
         sampled_fraction: fraction,
+        ..Default::default()
     }
+}
+
+/// The slice's image message, with its DICOM object encoded (and stored) when the plan asks.
+async fn finish_slice(
+    state: &ServerState,
+    plan: &validate::ReconPlan,
+    series: Option<&Arc<Series>>,
+    index: u32,
+    fraction: f32,
+    r: Done,
+) -> Result<pb::SliceImage, Status> {
+    let magnitude = match (series, &r.output) {
+        (Some(_), Output::Recon(o)) => Some(o.magnitude.clone()),
+        _ => None,
+    };
+    let mut img = slice_image(plan, index, fraction, r);
+    if let (Some(series), Some(d), Some(m)) = (series, &plan.dicom, magnitude) {
+        let e = state
+            .dicom
+            .emit(series.clone(), d, index as usize, m, plan.ny, plan.nx)
+            .await?;
+        img.sop_instance_uid = e.sop_instance_uid;
+        img.dicom = e.file.unwrap_or_default();
+        img.queued_for_pacs = e.queued;
+    }
+    Ok(img)
 }
 
 async fn await_result(rx: ResultRx) -> Result<Done, Status> {
@@ -142,7 +170,9 @@ impl ReconService {
     /// Awaits results in slice order and forwards them with progress messages. Returns how the
     /// stream ended (for the request metrics).
     async fn write_stream(
+        state: Arc<ServerState>,
         plan: validate::ReconPlan,
+        series: Option<Arc<Series>>,
         mut pending: mpsc::Receiver<Pending>,
         out: mpsc::Sender<Result<pb::ReconResponse, Status>>,
     ) -> Result<(), Status> {
@@ -156,9 +186,10 @@ impl ReconService {
                     index,
                     fraction,
                     rx,
-                } => await_result(rx)
-                    .await
-                    .map(|r| slice_image(&plan, index, fraction, r)),
+                } => match await_result(rx).await {
+                    Ok(r) => finish_slice(&state, &plan, series.as_ref(), index, fraction, r).await,
+                    Err(e) => Err(e),
+                },
             };
             if let Err(status) = msg {
                 let _ = out.send(Err(status.clone())).await;
@@ -214,6 +245,7 @@ impl Reconstruction for ReconService {
         let plan = self.state.with_operator(plan).await?;
         let options = state::job_options(&metadata, plan.priority, None);
         let model_name = loaded.models[model].name.clone();
+        let series = self.state.dicom.series(&plan, &model_name)?;
         let span = tracing::info_span!("recon_stream", request_id = %plan.request_id, model = %model_name, slices = plan.slices, coils = plan.coils, ny = plan.ny, nx = plan.nx);
         span.in_scope(|| tracing::info!("reconstruction stream started"));
         let inflight = self.state.stream_inflight.max(1);
@@ -233,7 +265,8 @@ impl Reconstruction for ReconService {
         tokio::spawn(
             async move {
                 let guard = RequestGuard::new(&state.metrics, &model_name, "inferd");
-                let result = Self::write_stream(plan, pending_rx, out_tx).await;
+                let result =
+                    Self::write_stream(state.clone(), plan, series, pending_rx, out_tx).await;
                 let _ = guard.finish(result);
             }
             .instrument(span),
@@ -261,6 +294,7 @@ impl Reconstruction for ReconService {
         let result = async {
             let plan = validate::plan(&header, model, &self.state.limits)?;
             let plan = self.state.with_operator(plan).await?;
+            let series = self.state.dicom.series(&plan, name)?;
             let mut s = req
                 .slice
                 .ok_or_else(|| Status::from(invalid!("request has no slice")))?;
@@ -281,7 +315,9 @@ impl Reconstruction for ReconService {
                 )
             })?;
             let result = await_result(rx.remove(0)).instrument(span).await?;
-            Ok(Response::new(slice_image(&plan, 0, fraction, result)))
+            let img =
+                finish_slice(&self.state, &plan, series.as_ref(), 0, fraction, result).await?;
+            Ok(Response::new(img))
         }
         .await;
         guard.finish(result)

@@ -21,6 +21,8 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub stream_inflight: usize,
+    /// DICOM output and PACS delivery.
+    pub dicom: super::dicom_out::DicomOut,
     /// NUFFT operators of recently used trajectories (planning one costs milliseconds to a few
     /// hundred; a scanner protocol reuses its trajectory for every slice and series).
     operators: std::sync::Mutex<Vec<(String, Arc<RadialOperator>)>>,
@@ -98,8 +100,14 @@ impl Loaded {
 }
 
 impl ServerState {
-    pub fn new(metrics: Arc<Metrics>, limits: Limits, stream_inflight: usize) -> Self {
+    pub fn new(
+        metrics: Arc<Metrics>,
+        limits: Limits,
+        stream_inflight: usize,
+        dicom: super::dicom_out::DicomOut,
+    ) -> Self {
         ServerState {
+            dicom,
             loaded: OnceLock::new(),
             draining: AtomicBool::new(false),
             metrics,

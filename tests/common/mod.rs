@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: external reference tools and an in-process server.
 #![allow(dead_code)]
 
+pub mod orthanc;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -138,4 +140,23 @@ pub fn assert_invalid(s: &tonic::Status, expected: &str) {
         "expected {expected:?} in {:?}",
         s.message()
     );
+}
+
+/// `inferd recon` arguments with the defaults the CLI has (hard data consistency, seed 3).
+pub fn recon_args(server: &str, input: PathBuf, out: PathBuf) -> inferd::client::recon::ReconArgs {
+    inferd::client::recon::ReconArgs {
+        server: server.to_string(),
+        input,
+        out,
+        mask: None,
+        pattern: None,
+        acceleration: 4.0,
+        seed: 3,
+        model: String::new(),
+        dc: "hard".into(),
+        lambda: 10.0,
+        high_priority: false,
+        max_message_mb: 64,
+        dicom: Default::default(),
+    }
 }
