@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the deployment files without a cluster or a Docker daemon:
 #   1. renders the kustomize overlays (overlays/cpu, overlays/gpu, and two variants that use the
-#      components: TLS + Secrets generated from files, and plaintext for a service mesh);
+#      components: TLS + Secrets generated from files + PACS delivery, and plaintext for a service
+#      mesh);
 #   2. validates every rendered object against the Kubernetes OpenAPI schemas (kubernetes-validate,
 #      strict: unknown fields fail) for each version in INFERD_K8S_VERSIONS (default 1.27, the
 #      oldest the manifests support, 1.33 and 1.37); the ServiceMonitor, a CRD, against
@@ -99,7 +100,7 @@ cat > "$WORK/k8s/overlays/check-tls-secrets/kustomization.yaml" <<'EOF'
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources: [../cpu]
-components: [../../components/secrets-from-files]
+components: [../../components/secrets-from-files, ../../components/pacs]
 EOF
 cat > "$WORK/k8s/overlays/check-mesh/kustomization.yaml" <<'EOF'
 apiVersion: kustomize.config.k8s.io/v1beta1

@@ -628,3 +628,39 @@ async fn cli_turns_mrd_raw_data_into_dicom_files_and_delivers_them() {
     assert_eq!(tags["Rows"], "64");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_refuses_with_resource_exhausted_and_keeps_serving() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = ServeConfig::for_tests();
+    // A PACS that is not there and an outbox that holds nothing.
+    config.pacs.pacs_addr = Some(format!("127.0.0.1:{}", free_port()));
+    config.pacs.outbox = tmp.path().join("outbox");
+    config.pacs.outbox_max_mb = 0;
+    let server = TestServer::start(config).await;
+    let store = pb::DicomOutput {
+        store: true,
+        ..Default::default()
+    };
+    let e = reconstruct(&server.url, requests(2, store))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("outbox is full"), "{}", e.message());
+    assert_eq!(pending_files(&tmp.path().join("outbox")), 0);
+    // Returning DICOM needs no outbox and still works.
+    let ok = reconstruct(
+        &server.url,
+        requests(
+            1,
+            pb::DicomOutput {
+                return_dicom: true,
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(!ok[0].dicom.is_empty());
+    server.stop().await;
+}

@@ -264,37 +264,39 @@ fn undersampled_mrd_with_noise_and_repetitions() {
     let gt_full = rss(full.volume.slice(0), 128, 128);
     rt.block_on(async {
         let server = TestServer::start(ServeConfig::for_tests()).await;
-        run(args(&server.url, f.clone(), d.join("out")))
-            .await
-            .unwrap();
+        for dc in ["hard", "sense"] {
+            let mut a = args(&server.url, f.clone(), d.join(dc));
+            a.dc = dc.into();
+            run(a).await.unwrap();
+        }
         server.stop().await;
     });
-    let (shape, recon) = read_f32(&d.join("out/recon.npy"));
-    let (_, zf) = read_f32(&d.join("out/zero_filled.npy"));
-    assert_eq!(shape, vec![1, 128, 128]);
     let nmse = |g: &[f32], x: &[f32]| metrics::nmse(g, &ls_scaled(x, g).0);
-    let (ez, er) = (nmse(&gt, &zf), nmse(&gt, &recon));
-    let (fz, fr) = (nmse(&gt_full, &zf), nmse(&gt_full, &recon));
-    let (sz, sr) = (
-        metrics::ssim(&gt_full, &ls_scaled(&zf, &gt_full).0, 128, 128),
-        metrics::ssim(&gt_full, &ls_scaled(&recon, &gt_full).0, 128, 128),
-    );
-    println!(
-        "NMSE (least-squares scale) vs phantom: zero-filled {ez:.4}, inferd {er:.4}; vs the fully \
-         sampled image: zero-filled {fz:.4}, inferd {fr:.4}; SSIM vs fully sampled: zero-filled \
-         {sz:.4}, inferd {sr:.4}"
-    );
-    // Measured: vs phantom zero-filled 0.106, inferd 0.144; vs fully sampled 0.040 and 0.050 (hard
-    // DC; soft and CG alike). With 2× equispaced lines and 32 calibration lines the zero-filled
-    // image is already close, and the shipped recon-lite (trained on variable-density 4× masks)
-    // does not improve on it for this noisy Shepp-Logan phantom. Asserted: the reconstruction
-    // stays close to the truth (the reader's geometry, scale and mask are right) rather than an
-    // improvement over zero filling.
+    let (_, zf) = read_f32(&d.join("hard/zero_filled.npy"));
+    let (ez, fz) = (nmse(&gt, &zf), nmse(&gt_full, &zf));
+    let mut results = Vec::new();
+    for dc in ["hard", "sense"] {
+        let (shape, recon) = read_f32(&d.join(dc).join("recon.npy"));
+        assert_eq!(shape, vec![1, 128, 128]);
+        let (er, fr) = (nmse(&gt, &recon), nmse(&gt_full, &recon));
+        println!(
+            "{dc}: NMSE (least-squares scale) vs phantom: zero-filled {ez:.4}, inferd {er:.4}; vs \
+             the fully sampled image: zero-filled {fz:.4}, inferd {fr:.4}"
+        );
+        results.push((er, fr));
+    }
+    // Measured (128², 8 coils, 2× equispaced + 32 calibration lines, noise 0.05, noise
+    // calibration, 2 repetitions): vs phantom zero-filled 0.106, hard DC 0.144, SENSE DC (λ 10,
+    // 10 iterations) 0.054; vs the fully sampled image 0.040, 0.050 and 0.025. The per-coil rules (hard, soft, CG) keep only the network's guess
+    // for the unsampled lines, and the shipped recon-lite (trained on variable-density 4×/8× masks
+    // of single-coil images) does not undo equispaced 2× aliasing on this phantom; SENSE data
+    // consistency also uses what the 8 coils say about those lines.
+    let (hard, sense) = (results[0], results[1]);
+    assert!(hard.0 < 0.2 && hard.1 < 0.08, "hard: {hard:?}");
     assert!(
-        er < 0.2 && fr < 0.08,
-        "vs phantom {er}, vs fully sampled {fr}"
+        sense.0 < 0.8 * ez && sense.1 < 0.8 * fz,
+        "SENSE {sense:?} vs zero-filled ({ez}, {fz})"
     );
-    assert!(er < 1.6 * ez, "recon {er} vs zero-filled {ez}");
 }
 
 #[test]

@@ -60,9 +60,11 @@ pub fn plan(d: &pb::DicomOutput, slices: usize, ny: usize, nx: usize) -> Result<
     let crop = match (g.rows as usize, g.columns as usize) {
         (0, 0) => None,
         (r, c) if r >= 1 && c >= 1 && r <= ny && c <= nx => Some([r, c]),
-        (r, c) => return Err(invalid!(
+        (r, c) => {
+            return Err(invalid!(
             "dicom.geometry crop {r} x {c} must be within the {ny} x {nx} matrix (0 x 0 = no crop)"
-        )),
+        ))
+        }
     };
     let fov = match (g.fov_rows_mm, g.fov_columns_mm) {
         (r, c) if r == 0.0 && c == 0.0 => None,

@@ -120,6 +120,13 @@ pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconP
                     ))
                 }
             };
+            let iterations = |default: usize| match d.iterations {
+                0 => Ok(default),
+                n @ 1..=50 => Ok(n as usize),
+                n => Err(invalid!(
+                    "CG data consistency iterations is {n}, expected 1 to 50 (0 = {default})"
+                )),
+            };
             match Mode::try_from(d.mode) {
                 Ok(Mode::Unspecified) => default_dc,
                 Ok(Mode::Hard) => DcMode::Hard,
@@ -127,19 +134,15 @@ pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconP
                 Ok(Mode::Soft) => DcMode::Soft { lambda: lambda()? },
                 Ok(Mode::Cg) => DcMode::Cg {
                     lambda: lambda()?,
-                    iterations: match d.iterations {
-                        0 => 5,
-                        n @ 1..=50 => n as usize,
-                        n => {
-                            return Err(invalid!(
-                                "CG data consistency iterations is {n}, expected 1 to 50 (0 = 5)"
-                            ))
-                        }
-                    },
+                    iterations: iterations(5)?,
+                },
+                Ok(Mode::Sense) => DcMode::Sense {
+                    lambda: lambda()?,
+                    iterations: iterations(10)?,
                 },
                 Err(_) => {
                     return Err(invalid!(
-                        "unknown data consistency mode {}; expected HARD, SOFT, OFF or CG",
+                        "unknown data consistency mode {}; expected HARD, SOFT, OFF, CG or SENSE",
                         d.mode
                     ))
                 }

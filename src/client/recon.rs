@@ -40,7 +40,8 @@ pub struct ReconArgs {
     /// Model name (default: the server's default).
     #[arg(long, default_value = "")]
     pub model: String,
-    /// Data consistency: hard, soft, cg (least squares by conjugate gradients) or off.
+    /// Data consistency: hard, soft, cg (least squares by conjugate gradients), sense (multi-coil
+    /// least squares through the coil sensitivities) or off.
     #[arg(long, default_value = "hard")]
     pub dc: String,
     #[arg(long, default_value_t = 10.0)]
@@ -257,7 +258,8 @@ pub fn header_for(
         "soft" => pb::data_consistency::Mode::Soft,
         "off" => pb::data_consistency::Mode::Off,
         "cg" => pb::data_consistency::Mode::Cg,
-        other => bail!("--dc {other:?}: expected hard, soft, cg or off"),
+        "sense" => pb::data_consistency::Mode::Sense,
+        other => bail!("--dc {other:?}: expected hard, soft, cg, sense or off"),
     };
     Ok(pb::ReconHeader {
         model: args.model.clone(),

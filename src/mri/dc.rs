@@ -14,6 +14,12 @@ pub enum DcMode {
     /// sampling) by `iterations` conjugate-gradient steps. For Cartesian sampling its exact solution is
     /// the soft rule, which is applied directly.
     Cg { lambda: f32, iterations: usize },
+    /// Parallel-imaging data consistency for multi-coil Cartesian data: `min ‖x − x_pred‖² +
+    /// λ Σ_c ‖M F S_c x − y_c‖²` over the coil-combined image `x`, with the coil sensitivities `S_c`
+    /// estimated from the calibration region, by `iterations` conjugate-gradient steps (SENSE with
+    /// the network's image as prior). Unlike the per-coil rules it uses what the coils' different
+    /// views say about unsampled k-space. Single-coil and non-Cartesian data get `Cg`.
+    Sense { lambda: f32, iterations: usize },
 }
 
 /// The data consistency non-Cartesian requests get unless they ask for another: a light least-squares
@@ -43,7 +49,7 @@ pub fn apply(predicted: &mut [Complex32], measured: &[Complex32], mask: &[f32], 
                 }
             }
         }
-        DcMode::Soft { lambda } | DcMode::Cg { lambda, .. } => {
+        DcMode::Soft { lambda } | DcMode::Cg { lambda, .. } | DcMode::Sense { lambda, .. } => {
             let w = 1.0 / (1.0 + lambda);
             for (p, y) in predicted
                 .chunks_exact_mut(plane)

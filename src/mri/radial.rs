@@ -141,7 +141,7 @@ impl RadialOperator {
             DcMode::Off => return Ok(()),
             DcMode::Hard => 1.0,
             DcMode::Soft { lambda } => lambda / (1.0 + lambda),
-            DcMode::Cg { lambda, iterations } => {
+            DcMode::Cg { lambda, iterations } | DcMode::Sense { lambda, iterations } => {
                 return self.conjugate_gradient(c, measured, lambda, iterations)
             }
         };

@@ -217,18 +217,21 @@ pub fn finish(p: Prepared, net_output: &[f32], mode: DcMode) -> Result<SliceOutp
         });
     }
     let plane = p.ny * p.nx;
-    let mut coil_images = match &p.sens {
-        Some(sens) => coils::expand(&predicted, sens, plane),
-        None => predicted,
-    };
-    match &p.measured {
+    let coil_images = match &p.measured {
         Measured::Cartesian { .. } => {
-            let mut k = coil_kspace(&p, coil_images, mode);
+            let mut k = coil_kspace(&p, predicted, mode);
             fft::ifft2c(&mut k, p.ny, p.nx);
-            coil_images = k;
+            k
         }
-        Measured::Radial { samples, op } => op.data_consistency(&mut coil_images, samples, mode)?,
-    }
+        Measured::Radial { samples, op } => {
+            let mut c = match &p.sens {
+                Some(sens) => coils::expand(&predicted, sens, plane),
+                None => predicted,
+            };
+            op.data_consistency(&mut c, samples, mode)?;
+            c
+        }
+    };
     let magnitude = coils::rss(&coil_images, plane);
     let complex = match &p.sens {
         Some(sens) => coils::combine(&coil_images, sens, plane),
@@ -253,27 +256,107 @@ fn predicted_image(p: &Prepared, net_output: &[f32]) -> Vec<Complex32> {
         .collect()
 }
 
-/// Per-coil Cartesian k-space of the coil images after data consistency.
-fn coil_kspace(p: &Prepared, mut coil_images: Vec<Complex32>, mode: DcMode) -> Vec<Complex32> {
-    fft::fft2c(&mut coil_images, p.ny, p.nx);
-    if let Measured::Cartesian { kspace, mask } = &p.measured {
-        dc::apply(&mut coil_images, kspace, mask, mode);
+/// Per-coil Cartesian k-space after data consistency, from the predicted coil-combined image.
+fn coil_kspace(p: &Prepared, predicted: Vec<Complex32>, mode: DcMode) -> Vec<Complex32> {
+    let plane = p.ny * p.nx;
+    let Measured::Cartesian { kspace, mask } = &p.measured else {
+        unreachable!("Cartesian data consistency of a non-Cartesian slice")
+    };
+    let mut k = match (&p.sens, mode) {
+        (Some(sens), DcMode::Sense { lambda, iterations }) => {
+            let x = sense(
+                &predicted, sens, kspace, mask, p.ny, p.nx, lambda, iterations,
+            );
+            let mut k = coils::expand(&x, sens, plane);
+            fft::fft2c(&mut k, p.ny, p.nx);
+            return k;
+        }
+        (Some(sens), _) => coils::expand(&predicted, sens, plane),
+        (None, _) => predicted,
+    };
+    fft::fft2c(&mut k, p.ny, p.nx);
+    dc::apply(&mut k, kspace, mask, mode);
+    k
+}
+
+/// `(I + λ Σ_c S_cᴴ Fᴴ M F S_c) x = x₀ + λ Σ_c S_cᴴ Fᴴ M y_c` by conjugate gradients from `x₀` (the
+/// operator is Hermitian positive definite): the SENSE least-squares problem with the network's
+/// image `x₀` as prior, `kspace` `[coils, ny, nx]` (zero where not sampled), sensitivities normalised
+/// to unit root-sum-of-squares.
+#[allow(clippy::too_many_arguments)]
+fn sense(
+    x0: &[Complex32],
+    sens: &[Complex32],
+    kspace: &[Complex32],
+    mask: &[f32],
+    ny: usize,
+    nx: usize,
+    lambda: f32,
+    iterations: usize,
+) -> Vec<Complex32> {
+    let plane = ny * nx;
+    // Σ_c S_cᴴ Fᴴ M k_c for per-coil k-space `k` (consumed).
+    let back = |mut k: Vec<Complex32>| -> Vec<Complex32> {
+        for kc in k.chunks_exact_mut(plane) {
+            for (v, &m) in kc.iter_mut().zip(mask) {
+                if m <= 0.0 {
+                    *v = Complex32::default();
+                }
+            }
+        }
+        fft::ifft2c(&mut k, ny, nx);
+        coils::combine(&k, sens, plane)
+    };
+    let normal = |v: &[Complex32]| -> Vec<Complex32> {
+        let mut k = coils::expand(v, sens, plane);
+        fft::fft2c(&mut k, ny, nx);
+        let b = back(k);
+        v.iter().zip(b).map(|(v, b)| v + b * lambda).collect()
+    };
+    let dot = |a: &[Complex32], b: &[Complex32]| -> f64 {
+        a.iter().zip(b).map(|(a, b)| (a.conj() * b).re as f64).sum()
+    };
+    let rhs: Vec<Complex32> = x0
+        .iter()
+        .zip(back(kspace.to_vec()))
+        .map(|(x, b)| x + b * lambda)
+        .collect();
+    let mut x = x0.to_vec();
+    let mut r: Vec<Complex32> = rhs.iter().zip(normal(&x)).map(|(b, a)| b - a).collect();
+    let mut d = r.clone();
+    let mut rr = dot(&r, &r);
+    let stop = 1e-12 * dot(&rhs, &rhs);
+    for _ in 0..iterations {
+        if rr <= stop {
+            break;
+        }
+        let q = normal(&d);
+        let alpha = (rr / dot(&d, &q).max(f64::MIN_POSITIVE)) as f32;
+        for ((x, r), (d, q)) in x.iter_mut().zip(r.iter_mut()).zip(d.iter().zip(&q)) {
+            *x += d * alpha;
+            *r -= q * alpha;
+        }
+        let rr_new = dot(&r, &r);
+        let beta = (rr_new / rr) as f32;
+        for (d, r) in d.iter_mut().zip(&r) {
+            *d = r + *d * beta;
+        }
+        rr = rr_new;
     }
-    coil_images
+    x
 }
 
 /// The predicted k-space of every coil after data consistency, for checking data consistency
 /// exactly: the Cartesian grid `[coils, ny, nx]`, or the samples `[coils, samples]` of a radial slice.
 pub fn consistent_kspace(p: &Prepared, net_output: &[f32], mode: DcMode) -> Result<Vec<Complex32>> {
     let predicted = predicted_image(p, net_output);
-    let coil_images = match &p.sens {
-        Some(sens) => coils::expand(&predicted, sens, p.ny * p.nx),
-        None => predicted,
-    };
     match &p.measured {
-        Measured::Cartesian { .. } => Ok(coil_kspace(p, coil_images, mode)),
+        Measured::Cartesian { .. } => Ok(coil_kspace(p, predicted, mode)),
         Measured::Radial { samples, op } => {
-            let mut c = coil_images;
+            let mut c = match &p.sens {
+                Some(sens) => coils::expand(&predicted, sens, p.ny * p.nx),
+                None => predicted,
+            };
             op.data_consistency(&mut c, samples, mode)?;
             op.forward(&c)
         }
@@ -314,6 +397,53 @@ mod tests {
             },
             img,
         )
+    }
+
+    #[test]
+    fn sense_dc_uses_the_coils_to_fill_unsampled_lines() {
+        // 8 coils, 4x variable density; the "network" returns the zero-filled input unchanged, so
+        // everything SENSE adds over hard DC comes from the coil sensitivities.
+        let (slice, _) = multicoil_slice(8, 64, 4.0);
+        let measured = slice.kspace.clone();
+        // The reference: root-sum-of-squares of the fully sampled coil images.
+        let mut full = slice.kspace.clone();
+        fft::ifft2c(&mut full, 64, 64);
+        let truth = coils::rss(&full, 64 * 64);
+        let mask = slice.mask.clone();
+        let p = prepare(slice).unwrap();
+        let identity = p.net_input.clone();
+        let error = |mode| {
+            let out = finish(p.clone(), &identity, mode).unwrap();
+            crate::mri::metrics::nmse(&truth, &out.magnitude)
+        };
+        let hard = error(DcMode::Hard);
+        let sense = error(DcMode::Sense {
+            lambda: 100.0,
+            iterations: 30,
+        });
+        // Measured: hard 0.290, SENSE 0.222 (smooth synthetic coils, sensitivities from the
+        // calibration lines).
+        assert!(sense < 0.85 * hard, "SENSE {sense} vs hard {hard}");
+        // With a large weight the sampled k-space is (nearly) the measured one.
+        let k = consistent_kspace(
+            &p,
+            &identity,
+            DcMode::Sense {
+                lambda: 1e4,
+                iterations: 50,
+            },
+        )
+        .unwrap();
+        let plane = 64 * 64;
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for c in 0..8 {
+            for i in (0..plane).filter(|&i| mask[i] > 0.0) {
+                num += (k[c * plane + i] - measured[c * plane + i]).norm_sqr() as f64;
+                den += measured[c * plane + i].norm_sqr() as f64;
+            }
+        }
+        // The sensitivities are estimates, so the model cannot match every coil exactly.
+        assert!(num / den < 0.05, "relative misfit {}", num / den);
     }
 
     #[test]

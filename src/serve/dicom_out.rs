@@ -115,6 +115,7 @@ impl DicomOut {
                 DcMode::Hard => "hard",
                 DcMode::Soft { .. } => "soft",
                 DcMode::Cg { .. } => "conjugate-gradient",
+                DcMode::Sense { .. } => "SENSE",
                 DcMode::Off => "no",
             }
             .into(),

@@ -141,20 +141,25 @@ fn data_consistency(params: &Params, default: DcMode) -> Result<DcMode> {
     let Some(mode) = params.string("data_consistency")? else {
         return Ok(default);
     };
+    let iterations = |default: i64| match params.int("iterations")?.unwrap_or(default) {
+        n @ 1..=50 => Ok(n as usize),
+        n => Err(invalid!("iterations is {n}, expected 1 to 50")),
+    };
     Ok(match mode {
         "hard" => DcMode::Hard,
         "off" => DcMode::Off,
         "soft" => DcMode::Soft { lambda: lambda()? },
         "cg" => DcMode::Cg {
             lambda: lambda()?,
-            iterations: match params.int("iterations")?.unwrap_or(5) {
-                n @ 1..=50 => n as usize,
-                n => return Err(invalid!("iterations is {n}, expected 1 to 50")),
-            },
+            iterations: iterations(5)?,
+        },
+        "sense" => DcMode::Sense {
+            lambda: lambda()?,
+            iterations: iterations(10)?,
         },
         other => {
             return Err(invalid!(
-                "data_consistency {other:?} is unknown; expected hard, soft, cg or off"
+                "data_consistency {other:?} is unknown; expected hard, soft, cg, sense or off"
             ))
         }
     })
