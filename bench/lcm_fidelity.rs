@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
             in_dim,
             hidden,
             out,
+            0,
             VarBuilder::from_tensors(t, DType::F32, &Device::Cpu),
         )?;
         let accs: Vec<String> = [16usize, 32, 64, 128]

@@ -5,49 +5,21 @@
 mod common;
 
 use common::TestServer;
-use inferd::api::kserve::pb::{
-    self, grpc_inference_service_client::GrpcInferenceServiceClient,
-    model_infer_request::InferInputTensor,
-};
-use inferd::api::kserve::{f32_raw, i64_raw};
+use inferd::api::kserve::pb::{self, grpc_inference_service_client::GrpcInferenceServiceClient};
 use inferd::serve::ServeConfig;
 use inferd::train::graph::bits;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tonic::Code;
 
-fn tensor(name: &str, datatype: &str, shape: &[i64]) -> InferInputTensor {
-    InferInputTensor {
-        name: name.into(),
-        datatype: datatype.into(),
-        shape: shape.to_vec(),
-        ..Default::default()
-    }
-}
-
-/// `x` rows and either a batch vector or an edge index.
+/// `x` rows and either a batch vector or an edge index, for the shipped `lcm`.
 fn request(
     x: &[f32],
     f: usize,
     batch: Option<&[i64]>,
     edges: Option<(&[i64], &[i64])>,
 ) -> pb::ModelInferRequest {
-    let mut inputs = vec![tensor("x", "FP32", &[(x.len() / f) as i64, f as i64])];
-    let mut raw = vec![f32_raw(x)];
-    if let Some(b) = batch {
-        inputs.push(tensor("batch", "INT64", &[b.len() as i64]));
-        raw.push(i64_raw(b));
-    }
-    if let Some((s, d)) = edges {
-        inputs.push(tensor("edge_index", "INT64", &[2, s.len() as i64]));
-        raw.push(i64_raw(&[s, d].concat()));
-    }
-    pb::ModelInferRequest {
-        model_name: "lcm".into(),
-        inputs,
-        raw_input_contents: raw,
-        ..Default::default()
-    }
+    common::graph_request("lcm", x, f, batch, edges)
 }
 
 fn decode(resp: &pb::ModelInferResponse) -> Vec<u8> {

@@ -13,6 +13,8 @@
 //!   of every row are combined in one ⊕ call, an odd last entry is carried up unchanged, so a row of
 //!   degree d takes ⌈log2 d⌉ levels. Values stay compacted (no padding to the largest degree), so the
 //!   memory is O(M) whatever the degree distribution.
+//! - **Models**: [`SetModel`] — encoder → aggregator → decoder for sets (and neighbourhoods), or, with
+//!   message-passing layers, a node-level GNN stack for graphs ([`MpLayer`]).
 
 use crate::error::{Error, Result};
 use candle_core::{DType, Device, Tensor, D};
@@ -378,11 +380,84 @@ fn gru_reduce(gru: &GRU, h: &Tensor, csr: &Csr) -> Result<Tensor> {
     Ok(state.index_select(&u32_tensor(&inverse, device)?, 0)?)
 }
 
+/// One message-passing layer: every node aggregates its in-neighbours' states with the layer's own
+/// aggregator, then `h' = relu(W_self h + W_nbr agg(h))` (GraphSAGE's update with any aggregator).
+pub struct MpLayer {
+    self_lin: Linear,
+    nbr_lin: Linear,
+    pub agg: Aggregator,
+}
+
+impl MpLayer {
+    fn new(kind: AggKind, hidden: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(MpLayer {
+            self_lin: candle_nn::linear(hidden, hidden, vb.pp("self"))?,
+            nbr_lin: candle_nn::linear(hidden, hidden, vb.pp("nbr"))?,
+            agg: Aggregator::new(kind, hidden, vb.pp("agg"))?,
+        })
+    }
+
+    fn forward(&self, h: &Tensor, csr: &Csr, col: &Tensor) -> Result<Tensor> {
+        let m = self.agg.aggregate(&h.index_select(col, 0)?, csr)?;
+        Ok((self.self_lin.forward(h)? + self.nbr_lin.forward(&m)?)?.relu()?)
+    }
+}
+
+/// How the decoder's outputs are served: probabilities (sigmoid, per output), raw values, or a
+/// distribution over the outputs (softmax). Stored in a model file as `output_kind` (0, 1, 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputKind {
+    Sigmoid,
+    Identity,
+    Softmax,
+}
+
+impl OutputKind {
+    pub fn code(self) -> f32 {
+        match self {
+            OutputKind::Sigmoid => 0.0,
+            OutputKind::Identity => 1.0,
+            OutputKind::Softmax => 2.0,
+        }
+    }
+
+    pub fn from_code(c: f32) -> Option<OutputKind> {
+        [
+            OutputKind::Sigmoid,
+            OutputKind::Identity,
+            OutputKind::Softmax,
+        ]
+        .into_iter()
+        .find(|k| k.code() == c)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputKind::Sigmoid => "sigmoid",
+            OutputKind::Identity => "identity",
+            OutputKind::Softmax => "softmax",
+        }
+    }
+
+    /// The served values for decoder outputs `logits` (`[R, out]`).
+    pub fn apply(self, logits: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            OutputKind::Sigmoid => candle_nn::ops::sigmoid(logits),
+            OutputKind::Identity => Ok(logits.clone()),
+            OutputKind::Softmax => candle_nn::ops::softmax_last_dim(logits),
+        }
+    }
+}
+
 /// Element encoder → aggregator → decoder: the set model of the 2nd-minimum task, also applied to
-/// graph neighbourhoods (each node aggregates its in-neighbours).
+/// graph neighbourhoods (each node aggregates its in-neighbours). With message-passing layers
+/// (`layers > 0`) it is a node-level GNN for graphs `x` `[N, F]` + `edge_index`: encoder → `layers` ×
+/// [`MpLayer`] (each with its own aggregator of the same kind) → decoder on every node.
 pub struct SetModel {
     enc: (Linear, Linear),
+    /// The readout aggregator of the set model (unused by a message-passing stack).
     pub agg: Aggregator,
+    pub layers: Vec<MpLayer>,
     dec: (Linear, Linear),
     pub in_dim: usize,
     pub hidden: usize,
@@ -395,6 +470,7 @@ impl SetModel {
         in_dim: usize,
         hidden: usize,
         out_dim: usize,
+        layers: usize,
         vb: VarBuilder,
     ) -> candle_core::Result<Self> {
         Ok(SetModel {
@@ -402,7 +478,14 @@ impl SetModel {
                 candle_nn::linear(in_dim, hidden, vb.pp("enc.0"))?,
                 candle_nn::linear(hidden, hidden, vb.pp("enc.1"))?,
             ),
-            agg: Aggregator::new(kind, hidden, vb.pp("agg"))?,
+            agg: if layers == 0 {
+                Aggregator::new(kind, hidden, vb.pp("agg"))?
+            } else {
+                Aggregator::Sum
+            },
+            layers: (0..layers)
+                .map(|i| MpLayer::new(kind, hidden, vb.pp(format!("gnn.{i}"))))
+                .collect::<candle_core::Result<_>>()?,
             dec: (
                 candle_nn::linear(hidden, hidden, vb.pp("dec.0"))?,
                 candle_nn::linear(hidden, out_dim, vb.pp("dec.1"))?,
@@ -418,11 +501,37 @@ impl SetModel {
         self.enc.1.forward(&self.enc.0.forward(x)?.relu()?)
     }
 
-    /// Logits `[R, out]` for the rows of `csr` over elements `x` (`[N, in]`).
+    /// The LCM operators the model learns (the readout's, or each layer's), for the regularisers.
+    pub fn monoids(&self) -> Vec<&Monoid> {
+        std::iter::once(&self.agg)
+            .chain(self.layers.iter().map(|l| &l.agg))
+            .filter_map(|a| match a {
+                Aggregator::Lcm(m) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Logits `[R, out]` for the rows of `csr` over elements `x` (`[N, in]`). A message-passing
+    /// stack needs one row per node (`csr` from `edge_index`) and answers `[N, out]`.
     pub fn forward(&self, x: &Tensor, csr: &Csr) -> Result<Tensor> {
-        let h = self.encode(x)?;
-        let gathered = h.index_select(&u32_tensor(&csr.col, x.device())?, 0)?;
-        let pooled = self.agg.aggregate(&gathered, csr)?;
+        let mut h = self.encode(x)?;
+        let col = u32_tensor(&csr.col, x.device())?;
+        let pooled = if self.layers.is_empty() {
+            self.agg.aggregate(&h.index_select(&col, 0)?, csr)?
+        } else {
+            if csr.rows() != h.dim(0)? {
+                return Err(Error::InvalidArgument(format!(
+                    "this message-passing model needs a graph (edge_index over {} nodes), got {} groups",
+                    h.dim(0)?,
+                    csr.rows()
+                )));
+            }
+            for layer in &self.layers {
+                h = layer.forward(&h, csr, &col)?;
+            }
+            h
+        };
         Ok(self.dec.1.forward(&self.dec.0.forward(&pooled)?.relu()?)?)
     }
 }

@@ -471,6 +471,7 @@ impl Engine for BridgeEngine {
 /// A loaded set / graph model: encoder → aggregator → decoder.
 pub struct GraphEngine {
     model: lcm::SetModel,
+    output: lcm::OutputKind,
     info: ModelInfo,
     device: Device,
 }
@@ -501,16 +502,35 @@ impl GraphEngine {
         let enc = dims("enc.0.weight")?;
         let dec = dims("dec.1.weight")?;
         let (hidden, in_dim, out_dim) = (enc[0], enc[1], dec[0]);
+        let layers = (0..)
+            .take_while(|i| tensors.contains_key(&format!("gnn.{i}.self.weight")))
+            .count();
+        let output = match tensors.remove("output_kind") {
+            None => lcm::OutputKind::Sigmoid,
+            Some(t) => {
+                let code = t.flatten_all()?.to_vec1::<f32>()?;
+                code.first()
+                    .and_then(|&c| lcm::OutputKind::from_code(c))
+                    .ok_or_else(|| bad(format!("unknown output_kind {code:?}")))?
+            }
+        };
         let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
-        let model = lcm::SetModel::new(kind, in_dim, hidden, out_dim, vb)
+        let model = lcm::SetModel::new(kind, in_dim, hidden, out_dim, layers, vb)
             .map_err(|e| bad(format!("weights do not fit a {} model: {e}", kind.name())))?;
         let info = ModelInfo {
             name: name.to_string(),
             family: Family::Graph,
-            description: format!(
-                "set/graph model, {} aggregator, {in_dim} → {hidden} → {out_dim}",
-                kind.name()
-            ),
+            description: if layers == 0 {
+                format!(
+                    "set/graph model, {} aggregator, {in_dim} → {hidden} → {out_dim}",
+                    kind.name()
+                )
+            } else {
+                format!(
+                    "GNN, {layers} message-passing layers with {} aggregators, {in_dim} → {hidden} → {out_dim} per node",
+                    kind.name()
+                )
+            },
             parameters: 0,
             default_batching: DefaultBatching {
                 max_batch: 32,
@@ -521,9 +541,12 @@ impl GraphEngine {
                 ("in_features".into(), in_dim.to_string()),
                 ("hidden".into(), hidden.to_string()),
                 ("out_features".into(), out_dim.to_string()),
+                ("layers".into(), layers.to_string()),
+                ("output".into(), output.name().into()),
             ],
         };
         Ok(GraphEngine {
+            output,
             model,
             info,
             device: device.clone(),
@@ -538,7 +561,11 @@ impl Engine for GraphEngine {
 
     fn warm_up(&self) -> Result<()> {
         let f = self.model.in_dim;
-        let csr = lcm::Csr::from_batch(&[0, 0, 0, 1, 1])?;
+        let csr = if self.model.layers.is_empty() {
+            lcm::Csr::from_batch(&[0, 0, 0, 1, 1])?
+        } else {
+            lcm::Csr::from_edge_index(&[0, 1, 2, 3, 4], &[1, 2, 3, 4, 0], 5)?
+        };
         self.run(vec![Input::Graph(GraphInput {
             x: vec![0.5; 5 * f],
             features: f,
@@ -573,7 +600,9 @@ impl Engine for GraphEngine {
         let n = x.len() / f;
         let csr = lcm::Csr { rowptr, col };
         let xt = Tensor::from_vec(x, (n, f), &self.device)?;
-        let probs = candle_nn::ops::sigmoid(&self.model.forward(&xt, &csr)?)?
+        let probs = self
+            .output
+            .apply(&self.model.forward(&xt, &csr)?)?
             .flatten_all()?
             .to_vec1::<f32>()?;
         let out = self.model.out_dim;

@@ -160,3 +160,38 @@ pub fn recon_args(server: &str, input: PathBuf, out: PathBuf) -> inferd::client:
         dicom: Default::default(),
     }
 }
+
+/// A KServe request for a set/graph model: `x` rows (`f` features) and either a `batch` vector or
+/// an `edge_index` (sources, targets).
+pub fn graph_request(
+    model: &str,
+    x: &[f32],
+    f: usize,
+    batch: Option<&[i64]>,
+    edges: Option<(&[i64], &[i64])>,
+) -> inferd::api::kserve::pb::ModelInferRequest {
+    use inferd::api::kserve::pb::model_infer_request::InferInputTensor;
+    use inferd::api::kserve::{f32_raw, i64_raw};
+    let tensor = |name: &str, datatype: &str, shape: &[i64]| InferInputTensor {
+        name: name.into(),
+        datatype: datatype.into(),
+        shape: shape.to_vec(),
+        ..Default::default()
+    };
+    let mut inputs = vec![tensor("x", "FP32", &[(x.len() / f) as i64, f as i64])];
+    let mut raw = vec![f32_raw(x)];
+    if let Some(b) = batch {
+        inputs.push(tensor("batch", "INT64", &[b.len() as i64]));
+        raw.push(i64_raw(b));
+    }
+    if let Some((s, d)) = edges {
+        inputs.push(tensor("edge_index", "INT64", &[2, s.len() as i64]));
+        raw.push(i64_raw(&[s, d].concat()));
+    }
+    inferd::api::kserve::pb::ModelInferRequest {
+        model_name: model.into(),
+        inputs,
+        raw_input_contents: raw,
+        ..Default::default()
+    }
+}
