@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 import torch.nn as nn
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 
 def bits(v):
@@ -114,8 +114,8 @@ class SetModel(nn.Module):
             pooled = state[torch.from_numpy(inverse)]
         return self.dec[1](torch.relu(self.dec[0](pooled)))
 
-    def inferd_state(self):
-        """inferd's tensor names (see src/models/lcm.rs and src/models/mod.rs)."""
+    def inferd_params(self):
+        """The parameters under inferd's tensor names (see src/models/lcm.rs and src/models/mod.rs)."""
         s = {}
         for i, l in enumerate(self.enc):
             s[f"enc.{i}.weight"], s[f"enc.{i}.bias"] = l.weight, l.bias
@@ -127,10 +127,20 @@ class SetModel(nn.Module):
                 s[f"{name}.bias_ih_l0"], s[f"{name}.bias_hh_l0"] = cell.bias_ih, cell.bias_hh
         if self.kind == "lcm":
             s["agg.lcm.identity"] = self.lcm.identity
+        return s
+
+    def inferd_state(self):
+        s = {k: v.detach().contiguous().float() for k, v in self.inferd_params().items()}
         code = ["sum", "mean", "max", "gru", "lcm"].index(self.kind)
-        s = {k: v.detach().contiguous().float() for k, v in s.items()}
         s["aggregator_kind"] = torch.tensor([float(code)])
         return s
+
+    @torch.no_grad()
+    def load_inferd(self, path):
+        """Continues from an inferd model file of the same aggregator and width."""
+        t = load_file(path)
+        for k, p in self.inferd_params().items():
+            p.copy_(t[k])
 
 
 @torch.no_grad()
@@ -152,10 +162,13 @@ def main():
     p.add_argument("--assoc-weight", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
+    p.add_argument("--init", help="continue from this inferd model file (same aggregator and width)")
     a = p.parse_args()
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
     model = SetModel(a.aggregator, a.hidden)
+    if a.init:
+        model.load_inferd(a.init)
     opt = torch.optim.Adam(model.parameters(), lr=a.lr)
     start = time.time()
     avg = None
