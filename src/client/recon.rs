@@ -41,8 +41,9 @@ pub struct ReconArgs {
     #[arg(long, default_value = "")]
     pub model: String,
     /// Data consistency: hard, soft, cg (least squares by conjugate gradients), sense (multi-coil
-    /// least squares through the coil sensitivities) or off.
-    #[arg(long, default_value = "hard")]
+    /// least squares through the coil sensitivities), off, or auto: sense for multi-coil data,
+    /// hard for single-coil data.
+    #[arg(long, default_value = "auto")]
     pub dc: String,
     #[arg(long, default_value_t = 10.0)]
     pub lambda: f32,
@@ -253,13 +254,18 @@ pub fn header_for(
         };
         pb::sampling::Kind::Mask(tensor::encode_f32(&[v.ny, v.nx], &mask))
     };
-    let mode = match args.dc.as_str() {
+    let dc = match args.dc.as_str() {
+        "auto" if v.coils > 1 => "sense",
+        "auto" => "hard",
+        other => other,
+    };
+    let mode = match dc {
         "hard" => pb::data_consistency::Mode::Hard,
         "soft" => pb::data_consistency::Mode::Soft,
         "off" => pb::data_consistency::Mode::Off,
         "cg" => pb::data_consistency::Mode::Cg,
         "sense" => pb::data_consistency::Mode::Sense,
-        other => bail!("--dc {other:?}: expected hard, soft, cg, sense or off"),
+        other => bail!("--dc {other:?}: expected auto, hard, soft, cg, sense or off"),
     };
     Ok(pb::ReconHeader {
         model: args.model.clone(),

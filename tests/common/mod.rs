@@ -142,7 +142,7 @@ pub fn assert_invalid(s: &tonic::Status, expected: &str) {
     );
 }
 
-/// `inferd recon` arguments with the defaults the CLI has (hard data consistency, seed 3).
+/// `inferd recon` arguments with the defaults the CLI has (automatic data consistency, seed 3).
 pub fn recon_args(server: &str, input: PathBuf, out: PathBuf) -> inferd::client::recon::ReconArgs {
     inferd::client::recon::ReconArgs {
         server: server.to_string(),
@@ -153,7 +153,7 @@ pub fn recon_args(server: &str, input: PathBuf, out: PathBuf) -> inferd::client:
         acceleration: 4.0,
         seed: 3,
         model: String::new(),
-        dc: "hard".into(),
+        dc: "auto".into(),
         lambda: 10.0,
         high_priority: false,
         max_message_mb: 64,
