@@ -46,6 +46,9 @@ fn main() -> anyhow::Result<()> {
     println!("impl,graph,nodes,edges,max_in_degree,features,aggregator,ms,medges_per_s");
     // LCM_BENCH_GRAPHS=small keeps to the 10⁴-node graphs (the suite's quick mode).
     let small_only = std::env::var("LCM_BENCH_GRAPHS").is_ok_and(|v| v == "small");
+    // LCM_BENCH_CASE=GRAPH:F:AGGREGATOR (e.g. 100000_1000000_powerlaw:128:lcm) times that case alone,
+    // once after the warm-up (for the cases too slow to repeat).
+    let only = std::env::var("LCM_BENCH_CASE").ok();
     let sizes: &[(usize, usize)] = if small_only {
         &[(10_000, 100_000)]
     } else {
@@ -75,6 +78,10 @@ fn main() -> anyhow::Result<()> {
                 let x = Tensor::randn(0f32, 1.0, (n, f), &device)?;
                 let col = Tensor::from_slice(&csr.col, csr.col.len(), &device)?;
                 for kind in [AggKind::Sum, AggKind::Gru, AggKind::Lcm] {
+                    let case = format!("{name}:{f}:{}", kind.name());
+                    if only.as_ref().is_some_and(|o| *o != case) {
+                        continue;
+                    }
                     // Random weights as plain tensors (no autograd variables, as when serving).
                     let vm = VarMap::new();
                     Aggregator::new(kind, f, VarBuilder::from_varmap(&vm, DType::F32, &device))?;
@@ -98,10 +105,11 @@ fn main() -> anyhow::Result<()> {
                         Ok(t.elapsed().as_secs_f64() * 1e3)
                     };
                     run()?;
+                    let repeats = if only.is_some() { 1 } else { 3 };
                     let mut times: Vec<f64> =
-                        (0..3).map(|_| run()).collect::<anyhow::Result<_>>()?;
+                        (0..repeats).map(|_| run()).collect::<anyhow::Result<_>>()?;
                     times.sort_by(f64::total_cmp);
-                    let ms = times[1];
+                    let ms = times[times.len() / 2];
                     println!(
                         "inferd,{name},{n},{e},{d_max},{f},{},{ms:.2},{:.2}",
                         kind.name(),
