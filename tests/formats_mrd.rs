@@ -529,3 +529,59 @@ fn bad_inputs_are_refused_with_the_reason() {
     let e = error_of(&d.join("missing.h5"));
     assert!(e.contains("cannot read"), "{e}");
 }
+
+/// `inferd recon` on a fastMRI file answers in the file's own orientation and reconstruction
+/// matrix: the zero-filled output equals NumPy's root-sum-of-squares of the file's k-space
+/// (centred orthonormal inverse FFT over the file's axes), centre-cropped to reconSpace (16 × 16 of
+/// the 32 × 20 readout-oversampled grid).
+#[test]
+fn fastmri_outputs_come_back_in_the_file_orientation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::run(
+        common::python()
+            .arg("-c")
+            .arg(FASTMRI)
+            .arg(d.to_str().unwrap()),
+    );
+    common::run(
+        common::python()
+            .arg("-c")
+            .arg(
+                r#"
+import sys, h5py, numpy as np
+d = sys.argv[1]
+k = np.array(h5py.File(f"{d}/multi.h5")["kspace"])
+img = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(k, axes=(-2, -1)), norm="ortho"), axes=(-2, -1))
+img = img[..., 16 - 8:16 + 8, 10 - 8:10 + 8]
+np.save(f"{d}/zf_expected.npy", np.sqrt((np.abs(img) ** 2).sum(1)).astype(np.float32))
+"#,
+            )
+            .arg(d.to_str().unwrap()),
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = TestServer::start(ServeConfig::for_tests()).await;
+        run(args(&server.url, d.join("multi.h5"), d.join("out")))
+            .await
+            .unwrap();
+        server.stop().await;
+    });
+    let (shape, zf) = read_f32(&d.join("out/zero_filled.npy"));
+    let (want_shape, want) = read_f32(&d.join("zf_expected.npy"));
+    assert_eq!(shape, vec![2, 16, 16]);
+    assert_eq!(shape, want_shape);
+    let num: f32 = zf.iter().zip(&want).map(|(a, b)| (a - b).powi(2)).sum();
+    let den: f32 = want.iter().map(|b| b * b).sum();
+    let rel = (num / den).sqrt();
+    assert!(
+        rel < 1e-4,
+        "zero-filled vs NumPy in the file's orientation: {rel}"
+    );
+    let (recon_shape, _) = read_f32(&d.join("out/recon.npy"));
+    assert_eq!(recon_shape, vec![2, 16, 16]);
+}
