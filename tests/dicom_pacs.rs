@@ -7,9 +7,7 @@ mod common;
 
 use common::orthanc::Orthanc;
 use common::TestServer;
-use inferd::api::pb::{
-    self, recon_request, recon_response, reconstruction_client::ReconstructionClient,
-};
+use inferd::api::pb::{self, recon_request, reconstruction_client::ReconstructionClient};
 use inferd::api::tensor;
 use inferd::mri::{fft, phantom};
 use inferd::serve::ServeConfig;
@@ -72,40 +70,11 @@ fn requests(slices: usize, dicom: pb::DicomOutput) -> Vec<pb::ReconRequest> {
         dicom: Some(dicom),
         ..Default::default()
     };
-    let mut reqs = vec![pb::ReconRequest {
-        msg: Some(recon_request::Msg::Header(header)),
-    }];
-    for (i, k) in volume(slices).iter().enumerate() {
-        reqs.push(pb::ReconRequest {
-            msg: Some(recon_request::Msg::Slice(pb::KSpaceSlice {
-                index: i as u32,
-                kspace: Some(tensor::encode_c64(&[1, N, N], k)),
-                mask: None,
-            })),
-        });
-    }
-    reqs
-}
-
-async fn reconstruct(
-    url: &str,
-    reqs: Vec<pb::ReconRequest>,
-) -> Result<Vec<pb::SliceImage>, tonic::Status> {
-    let mut c = ReconstructionClient::connect(url.to_string())
-        .await
-        .unwrap()
-        .max_decoding_message_size(64 << 20);
-    let mut stream = c
-        .stream_reconstruct(tokio_stream::iter(reqs))
-        .await?
-        .into_inner();
-    let mut images = Vec::new();
-    while let Some(m) = stream.message().await? {
-        if let Some(recon_response::Msg::Image(i)) = m.msg {
-            images.push(i);
-        }
-    }
-    Ok(images)
+    let shaped: Vec<_> = volume(slices)
+        .into_iter()
+        .map(|k| (vec![1, N, N], k))
+        .collect();
+    common::recon_requests(header, &shaped)
 }
 
 /// dciodvfy's error lines for a file (warnings are allowed).
@@ -160,7 +129,7 @@ async fn returned_dicom_passes_dciodvfy_and_reads_back_in_pydicom() {
         series_number: 5,
         ..Default::default()
     };
-    let images = reconstruct(&server.url, requests(slices, dicom))
+    let images = common::reconstruct(&server.url, requests(slices, dicom))
         .await
         .unwrap();
     assert_eq!(images.len(), slices);
@@ -286,7 +255,7 @@ async fn dicom_requests_are_checked() {
         store: true,
         ..Default::default()
     };
-    let e = reconstruct(&server.url, requests(1, store))
+    let e = common::reconstruct(&server.url, requests(1, store))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -336,13 +305,13 @@ async fn dicom_requests_are_checked() {
         ),
     ];
     for (dicom, expected) in bad {
-        let e = reconstruct(&server.url, requests(2, dicom))
+        let e = common::reconstruct(&server.url, requests(2, dicom))
             .await
             .unwrap_err();
         common::assert_invalid(&e, expected);
     }
     // Still serving.
-    let ok = reconstruct(&server.url, requests(1, pb::DicomOutput::default()))
+    let ok = common::reconstruct(&server.url, requests(1, pb::DicomOutput::default()))
         .await
         .unwrap();
     assert!(ok[0].dicom.is_empty() && ok[0].sop_instance_uid.is_empty());
@@ -471,7 +440,9 @@ async fn stored_series_arrive_in_orthanc_exactly_once_across_an_outage_and_a_res
     let inferd = Inferd::start(orthanc.dicom_port(), &outbox, &log);
 
     // 1. PACS up: a 4-slice series is acknowledged and arrives with its patient, study and series.
-    let first = reconstruct(&inferd.url, store_request(4)).await.unwrap();
+    let first = common::reconstruct(&inferd.url, store_request(4))
+        .await
+        .unwrap();
     assert!(first
         .iter()
         .all(|i| i.queued_for_pacs && i.dicom.is_empty()));
@@ -511,7 +482,9 @@ async fn stored_series_arrive_in_orthanc_exactly_once_across_an_outage_and_a_res
 
     // 2. PACS down: the next series is acknowledged (it is on disk) but cannot be delivered.
     orthanc.stop();
-    let second = reconstruct(&inferd.url, store_request(5)).await.unwrap();
+    let second = common::reconstruct(&inferd.url, store_request(5))
+        .await
+        .unwrap();
     assert_eq!(second.len(), 5);
     assert!(second.iter().all(|i| i.queued_for_pacs));
     assert_eq!(pending_files(&outbox), 5);
@@ -642,14 +615,14 @@ async fn a_full_outbox_refuses_with_resource_exhausted_and_keeps_serving() {
         store: true,
         ..Default::default()
     };
-    let e = reconstruct(&server.url, requests(2, store))
+    let e = common::reconstruct(&server.url, requests(2, store))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     assert!(e.message().contains("outbox is full"), "{}", e.message());
     assert_eq!(pending_files(&tmp.path().join("outbox")), 0);
     // Returning DICOM needs no outbox and still works.
-    let ok = reconstruct(
+    let ok = common::reconstruct(
         &server.url,
         requests(
             1,

@@ -254,11 +254,7 @@ fn undersampled_mrd_with_noise_and_repetitions() {
 
     // Through a real server with the shipped Cartesian model, sampling from the file's mask.
     let gt = phantom(&f, &d.join("phantom.npy"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     // The same phantom fully sampled (another noise draw): the best the undersampled data can give.
     let full = read_input(&generate(d, "full.h5", &["-m", "128", "-c", "8"])).unwrap();
     let gt_full = rss(full.volume.slice(0), 128, 128);
@@ -308,11 +304,7 @@ fn mrd_through_the_cli_binary() {
         "cli.mrd",
         &["-m", "64", "-c", "4", "-a", "2", "-w", "16"],
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let server = rt.block_on(TestServer::start(ServeConfig::for_tests()));
     let out = common::run(
         Command::new(env!("CARGO_BIN_EXE_inferd"))
@@ -332,6 +324,25 @@ fn mrd_through_the_cli_binary() {
 /// A k-space `[slices, coils, h, w]` in fastMRI's orientation and what inferd must make of it,
 /// computed by NumPy: transposed to `[.., w, h]`, readout oversampling removed by a centred
 /// orthonormal inverse FFT along the readout, a crop to the central `h/2` samples and a forward FFT.
+/// A runtime for the tests that drive the async client from synchronous code.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Writes the fastMRI and NPZ files of [`FASTMRI`] into `d`.
+fn write_fastmri_files(d: &Path) {
+    common::run(
+        common::python()
+            .arg("-c")
+            .arg(FASTMRI)
+            .arg(d.to_str().unwrap()),
+    );
+}
+
 const FASTMRI: &str = r#"
 import h5py, numpy as np, sys
 out = sys.argv[1]
@@ -384,12 +395,7 @@ np.save(f'{out}/npz_mask.npy', m)
 fn fastmri_and_npz_inputs_read_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    common::run(
-        common::python()
-            .arg("-c")
-            .arg(FASTMRI)
-            .arg(d.to_str().unwrap()),
-    );
+    write_fastmri_files(d);
     let close = |got: &[Complex32], want: &[Complex32]| {
         assert_eq!(got.len(), want.len());
         let num: f64 = got
@@ -538,12 +544,7 @@ fn bad_inputs_are_refused_with_the_reason() {
 fn fastmri_outputs_come_back_in_the_file_orientation() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    common::run(
-        common::python()
-            .arg("-c")
-            .arg(FASTMRI)
-            .arg(d.to_str().unwrap()),
-    );
+    write_fastmri_files(d);
     common::run(
         common::python()
             .arg("-c")
@@ -559,11 +560,7 @@ np.save(f"{d}/zf_expected.npy", np.sqrt((np.abs(img) ** 2).sum(1)).astype(np.flo
             )
             .arg(d.to_str().unwrap()),
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let server = TestServer::start(ServeConfig::for_tests()).await;
         run(args(&server.url, d.join("multi.h5"), d.join("out")))

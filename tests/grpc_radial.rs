@@ -7,9 +7,7 @@ mod common;
 
 use common::TestServer;
 use inferd::api::kserve::{f32_raw, pb as kpb, raw_f32};
-use inferd::api::pb::{
-    self, recon_request, recon_response, reconstruction_client::ReconstructionClient,
-};
+use inferd::api::pb;
 use inferd::api::tensor;
 use inferd::io::cfl;
 use inferd::mri::{coils, fft, metrics};
@@ -96,44 +94,6 @@ fn golden() -> pb::sampling::Kind {
     })
 }
 
-fn requests(h: pb::ReconHeader, slices: &[(Vec<usize>, Vec<Complex32>)]) -> Vec<pb::ReconRequest> {
-    let mut reqs = vec![pb::ReconRequest {
-        msg: Some(recon_request::Msg::Header(h)),
-    }];
-    for (i, (shape, k)) in slices.iter().enumerate() {
-        reqs.push(pb::ReconRequest {
-            msg: Some(recon_request::Msg::Slice(pb::KSpaceSlice {
-                index: i as u32,
-                kspace: Some(tensor::encode_c64(shape, k)),
-                mask: None,
-            })),
-        });
-    }
-    reqs
-}
-
-async fn stream(
-    url: &str,
-    reqs: Vec<pb::ReconRequest>,
-) -> Result<Vec<pb::SliceImage>, tonic::Status> {
-    let mut c = ReconstructionClient::connect(url.to_string())
-        .await
-        .unwrap()
-        .max_decoding_message_size(256 << 20)
-        .max_encoding_message_size(256 << 20);
-    let mut s = c
-        .stream_reconstruct(tokio_stream::iter(reqs))
-        .await?
-        .into_inner();
-    let mut images = Vec::new();
-    while let Some(m) = s.message().await? {
-        if let Some(recon_response::Msg::Image(i)) = m.msg {
-            images.push(i);
-        }
-    }
-    Ok(images)
-}
-
 /// SSIM of the gridded (zero-filled) and reconstructed magnitudes of each returned slice.
 fn scores(images: &[pb::SliceImage], truth: &[Vec<f32>]) -> Vec<(f64, f64)> {
     images
@@ -168,9 +128,12 @@ async fn radial_bart_phantoms_reconstruct_better_than_gridding() {
             &data.coords.iter().flatten().copied().collect::<Vec<_>>(),
         ));
         for (what, sampling) in [("generated", golden()), ("explicit", explicit)] {
-            let images = stream(&server.url, requests(header(ncoils, 3, sampling), &slices))
-                .await
-                .unwrap();
+            let images = common::reconstruct(
+                &server.url,
+                common::recon_requests(header(ncoils, 3, sampling), &slices),
+            )
+            .await
+            .unwrap();
             assert_eq!(
                 images.iter().map(|i| i.index).collect::<Vec<_>>(),
                 vec![0, 1, 2]
@@ -256,9 +219,9 @@ async fn kserve_recon_radial_contract_and_bad_input() {
         &[data.coords.len(), 2],
         &data.coords.iter().flatten().copied().collect::<Vec<_>>(),
     ));
-    let streamed = stream(
+    let streamed = common::reconstruct(
         &server.url,
-        requests(
+        common::recon_requests(
             header(1, 1, explicit),
             &[(vec![1, READOUT * SPOKES], data.kspace[0].clone())],
         ),
@@ -321,18 +284,18 @@ async fn malformed_radial_streams_get_invalid_argument() {
         ..Default::default()
     });
     check(
-        stream(
+        common::reconstruct(
             &server.url,
-            requests(header(1, 1, zero), &[(vec![1, samples], good.clone())]),
+            common::recon_requests(header(1, 1, zero), &[(vec![1, samples], good.clone())]),
         )
         .await,
         "0 spokes",
     );
     // k-space that does not match the trajectory
     check(
-        stream(
+        common::reconstruct(
             &server.url,
-            requests(
+            common::recon_requests(
                 header(1, 1, golden()),
                 &[(vec![1, samples - 1], good[1..].to_vec())],
             ),
@@ -352,9 +315,9 @@ async fn malformed_radial_streams_get_invalid_argument() {
     ] {
         let t = pb::sampling::Kind::Trajectory(tensor::encode_f32(&shape, &coords));
         check(
-            stream(
+            common::reconstruct(
                 &server.url,
-                requests(header(1, 1, t), &[(vec![1, 1], good[..1].to_vec())]),
+                common::recon_requests(header(1, 1, t), &[(vec![1, 1], good[..1].to_vec())]),
             )
             .await,
             needle,
@@ -364,17 +327,17 @@ async fn malformed_radial_streams_get_invalid_argument() {
     let mut h = header(1, 1, golden());
     h.width = N as u32 / 2;
     check(
-        stream(
+        common::reconstruct(
             &server.url,
-            requests(h, &[(vec![1, samples], good.clone())]),
+            common::recon_requests(h, &[(vec![1, samples], good.clone())]),
         )
         .await,
         "square",
     );
     // and a valid stream still succeeds afterwards
-    let ok = stream(
+    let ok = common::reconstruct(
         &server.url,
-        requests(header(1, 1, golden()), &[(vec![1, samples], good)]),
+        common::recon_requests(header(1, 1, golden()), &[(vec![1, samples], good)]),
     )
     .await
     .unwrap();

@@ -159,18 +159,6 @@ pub fn request(info: &AcquisitionInfo, return_dicom: bool, store: bool) -> pb::D
     }
 }
 
-/// The centre `rows × cols` window of a `ny × nx` image, keeping the k-space centre's pixel
-/// (ny/2, nx/2) at (rows/2, cols/2) — how a readout-oversampled reconstruction is cropped to its
-/// reconstruction matrix.
-pub fn centre_crop(image: &[f32], ny: usize, nx: usize, rows: usize, cols: usize) -> Vec<f32> {
-    let (y0, x0) = (ny / 2 - rows / 2, nx / 2 - cols / 2);
-    let mut out = Vec::with_capacity(rows * cols);
-    for y in y0..y0 + rows {
-        out.extend_from_slice(&image[y * nx + x0..y * nx + x0 + cols]);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,11 +194,5 @@ mod tests {
         };
         let e = plan(&request(&bad, true, false), 1, 8, 8).unwrap_err();
         assert!(e.to_string().contains("YYYYMMDD"), "{e}");
-    }
-
-    #[test]
-    fn crops_the_centre() {
-        let img: Vec<f32> = (0..16).map(|v| v as f32).collect();
-        assert_eq!(centre_crop(&img, 4, 4, 2, 2), vec![5.0, 6.0, 9.0, 10.0]);
     }
 }

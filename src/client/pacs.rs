@@ -31,10 +31,10 @@ pub struct PacsArgs {
     #[arg(long = "pacs")]
     pub pacs: Option<String>,
     /// The PACS's AE title (called AE title).
-    #[arg(long, default_value = "ANY-SCP")]
+    #[arg(long, default_value = crate::pacs::DEFAULT_CALLED_AET)]
     pub pacs_aet: String,
     /// Our AE title (calling AE title), as configured in the PACS.
-    #[arg(long, default_value = "INFERD")]
+    #[arg(long, default_value = crate::pacs::DEFAULT_CALLING_AET)]
     pub pacs_calling_aet: String,
 }
 
@@ -88,8 +88,8 @@ impl Default for DicomArgs {
             format: OutputFormat::Npy,
             pacs: PacsArgs {
                 pacs: None,
-                pacs_aet: "ANY-SCP".into(),
-                pacs_calling_aet: "INFERD".into(),
+                pacs_aet: crate::pacs::DEFAULT_CALLED_AET.into(),
+                pacs_calling_aet: crate::pacs::DEFAULT_CALLING_AET.into(),
             },
             store: false,
             pacs_wait_s: 120,

@@ -94,37 +94,33 @@ pub fn read_input(path: &Path) -> anyhow::Result<Input> {
         .extension()
         .and_then(|e| e.to_str())
         .map(|e| e.to_ascii_lowercase());
-    let raw = |r: kspace::RawKspace| Input {
-        volume: Volume {
-            slices: r.slices,
-            coils: r.coils,
-            ny: r.ny,
-            nx: r.nx,
-            data: r.data,
-        },
-        mask: r.mask,
-        info: r.info,
+    // Plain arrays carry no acquisition metadata.
+    let plain = |(slices, coils, ny, nx, data): Slices, mask| kspace::RawKspace {
+        slices,
+        coils,
+        ny,
+        nx,
+        data,
+        mask,
+        info: AcquisitionInfo::default(),
     };
-    let (slices, coils, ny, nx, data, mask) = match ext.as_deref() {
+    let raw = match ext.as_deref() {
         Some("h5" | "hdf5" | "mrd") => {
             let f = h5::H5File::open(path)?;
             let name = path.display().to_string();
-            return if f.has_dataset("/dataset/data") {
-                Ok(raw(mrd::read_file(&f, &name, mrd::Selection::default())?))
+            if f.has_dataset("/dataset/data") {
+                mrd::read_file(&f, &name, mrd::Selection::default())?
             } else if f.has_dataset("kspace") {
-                Ok(raw(fastmri::read_file(&f, &name)?))
+                fastmri::read_file(&f, &name)?
             } else {
                 bail!(
                     "{name}: neither MRD (/dataset/data) nor fastMRI (kspace) raw data; top-level \
                      members: {:?}",
                     f.top_level()
                 )
-            };
+            }
         }
-        Some("npy") => {
-            let (s, c, y, x, data) = kspace_array(npy::read(path)?, path)?;
-            (s, c, y, x, data, None)
-        }
+        Some("npy") => plain(kspace_array(npy::read(path)?, path)?, None),
         Some("npz") => {
             let mut members = npz::read(path)?;
             let k = members.remove("kspace").with_context(|| {
@@ -134,17 +130,14 @@ pub fn read_input(path: &Path) -> anyhow::Result<Input> {
                     members.keys().collect::<Vec<_>>()
                 )
             })?;
-            let (s, c, y, x, data) = kspace_array(k, path)?;
+            let k = kspace_array(k, path)?;
             let mask = match members.remove("mask") {
-                Some(m) => Some(mask_array(m, y, x, path)?),
+                Some(m) => Some(mask_array(m, k.2, k.3, path)?),
                 None => None,
             };
-            (s, c, y, x, data, mask)
+            plain(k, mask)
         }
-        Some("cfl") | Some("hdr") | None => {
-            let (s, c, y, x, data) = cfl::to_slices(&cfl::read(path)?)?;
-            (s, c, y, x, data, None)
-        }
+        Some("cfl") | Some("hdr") | None => plain(cfl::to_slices(&cfl::read(path)?)?, None),
         Some(other) => bail!(
             "unsupported input extension .{other}; expected .npy, .npz, .cfl, or .h5 / .mrd (MRD or \
              fastMRI)"
@@ -152,14 +145,14 @@ pub fn read_input(path: &Path) -> anyhow::Result<Input> {
     };
     Ok(Input {
         volume: Volume {
-            slices,
-            coils,
-            ny,
-            nx,
-            data,
+            slices: raw.slices,
+            coils: raw.coils,
+            ny: raw.ny,
+            nx: raw.nx,
+            data: raw.data,
         },
-        mask,
-        info: AcquisitionInfo::default(),
+        mask: raw.mask,
+        info: raw.info,
     })
 }
 

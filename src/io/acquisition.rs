@@ -57,6 +57,16 @@ pub struct AcquisitionInfo {
     pub slices: Vec<SlicePlacement>,
 }
 
+/// The centre `rows × cols` window of a `ny × nx` image, keeping the k-space centre's pixel
+/// (ny/2, nx/2) at (rows/2, cols/2) — how a readout-oversampled reconstruction is cropped to its
+/// reconstruction matrix.
+pub fn centre_crop(image: &[f32], ny: usize, nx: usize, rows: usize, cols: usize) -> Vec<f32> {
+    let (y0, x0) = (ny / 2 - rows / 2, nx / 2 - cols / 2);
+    (0..rows)
+        .flat_map(|y| image[(y0 + y) * nx + x0..][..cols].iter().copied())
+        .collect()
+}
+
 impl AcquisitionInfo {
     /// Centre-crops a `[ny, nx]` image to `recon_matrix` (when given) and transposes it when the
     /// file's orientation is transposed; returns the image with its (rows, columns).
@@ -70,10 +80,7 @@ impl AcquisitionInfo {
             .recon_matrix
             .map(|[r, c]| [r.min(ny), c.min(nx)])
             .unwrap_or([ny, nx]);
-        let (y0, x0) = (ny / 2 - ry / 2, nx / 2 - rx / 2); // keeps the centre pixel (ny/2, nx/2)
-        let crop: Vec<f32> = (0..ry)
-            .flat_map(|y| img[(y0 + y) * nx + x0..][..rx].iter().copied())
-            .collect();
+        let crop = centre_crop(img, ny, nx, ry, rx);
         if !self.transpose_output {
             return (crop, ry, rx);
         }
@@ -88,6 +95,12 @@ impl AcquisitionInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crops_the_centre() {
+        let img: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        assert_eq!(centre_crop(&img, 4, 4, 2, 2), vec![5.0, 6.0, 9.0, 10.0]);
+    }
 
     #[test]
     fn crops_then_transposes() {

@@ -455,8 +455,8 @@ impl OutputKind {
 /// [`MpLayer`] (each with its own aggregator of the same kind) → decoder on every node.
 pub struct SetModel {
     enc: (Linear, Linear),
-    /// The readout aggregator of the set model (unused by a message-passing stack).
-    pub agg: Aggregator,
+    /// The readout aggregator of the set model (`None` for a message-passing stack).
+    pub agg: Option<Aggregator>,
     pub layers: Vec<MpLayer>,
     dec: (Linear, Linear),
     pub in_dim: usize,
@@ -479,9 +479,9 @@ impl SetModel {
                 candle_nn::linear(hidden, hidden, vb.pp("enc.1"))?,
             ),
             agg: if layers == 0 {
-                Aggregator::new(kind, hidden, vb.pp("agg"))?
+                Some(Aggregator::new(kind, hidden, vb.pp("agg"))?)
             } else {
-                Aggregator::Sum
+                None
             },
             layers: (0..layers)
                 .map(|i| MpLayer::new(kind, hidden, vb.pp(format!("gnn.{i}"))))
@@ -503,7 +503,8 @@ impl SetModel {
 
     /// The LCM operators the model learns (the readout's, or each layer's), for the regularisers.
     pub fn monoids(&self) -> Vec<&Monoid> {
-        std::iter::once(&self.agg)
+        self.agg
+            .iter()
             .chain(self.layers.iter().map(|l| &l.agg))
             .filter_map(|a| match a {
                 Aggregator::Lcm(m) => Some(m),
@@ -517,8 +518,8 @@ impl SetModel {
     pub fn forward(&self, x: &Tensor, csr: &Csr) -> Result<Tensor> {
         let mut h = self.encode(x)?;
         let col = u32_tensor(&csr.col, x.device())?;
-        let pooled = if self.layers.is_empty() {
-            self.agg.aggregate(&h.index_select(&col, 0)?, csr)?
+        let pooled = if let Some(agg) = &self.agg {
+            agg.aggregate(&h.index_select(&col, 0)?, csr)?
         } else {
             if csr.rows() != h.dim(0)? {
                 return Err(Error::InvalidArgument(format!(

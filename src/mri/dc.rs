@@ -64,3 +64,41 @@ pub fn apply(predicted: &mut [Complex32], measured: &[Complex32], mask: &[f32], 
         }
     }
 }
+
+/// Real part of ⟨a, b⟩, accumulated in f64.
+pub fn dot_re(a: &[Complex32], b: &[Complex32]) -> f64 {
+    a.iter().zip(b).map(|(a, b)| (a.conj() * b).re as f64).sum()
+}
+
+/// Conjugate gradients for a Hermitian positive definite system `M x = b`, from `x` (updated in
+/// place) with its residual `r = b − M x`, for at most `iterations` steps or until ‖r‖² ≤ `stop`.
+/// `normal` applies `M`. Both data-consistency solvers use it: per-coil least squares on a
+/// non-Cartesian trajectory and SENSE on Cartesian multi-coil data.
+pub fn conjugate_gradient<E>(
+    x: &mut [Complex32],
+    mut r: Vec<Complex32>,
+    iterations: usize,
+    stop: f64,
+    mut normal: impl FnMut(&[Complex32]) -> Result<Vec<Complex32>, E>,
+) -> Result<(), E> {
+    let mut d = r.clone();
+    let mut rr = dot_re(&r, &r);
+    for _ in 0..iterations {
+        if rr <= stop {
+            break;
+        }
+        let q = normal(&d)?;
+        let alpha = (rr / dot_re(&d, &q).max(f64::MIN_POSITIVE)) as f32;
+        for ((x, r), (d, q)) in x.iter_mut().zip(r.iter_mut()).zip(d.iter().zip(&q)) {
+            *x += d * alpha;
+            *r -= q * alpha;
+        }
+        let rr_next = dot_re(&r, &r);
+        let beta = (rr_next / rr) as f32;
+        for (d, r) in d.iter_mut().zip(&r) {
+            *d = r + *d * beta;
+        }
+        rr = rr_next;
+    }
+    Ok(())
+}

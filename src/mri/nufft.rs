@@ -642,21 +642,14 @@ impl NufftPlan {
                 out.len()
             ));
         }
-        let (plane, n) = (self.plane(), self.samples());
-        let split = self.batch_split(batch);
-        images[..split * plane]
-            .par_chunks(plane)
-            .zip(out[..split * n].par_chunks_mut(n))
-            .for_each_init(Work::default, |work, (img, o)| {
-                self.forward_one(img, o, work, false)
-            });
-        let mut work = Work::default();
-        for (img, o) in images[split * plane..]
-            .chunks(plane)
-            .zip(out[split * n..].chunks_mut(n))
-        {
-            self.forward_one(img, o, &mut work, true);
-        }
+        self.for_each_item(
+            images,
+            self.plane(),
+            out,
+            self.samples(),
+            batch,
+            |img, o, w, par| self.forward_one(img, o, w, par),
+        );
         Ok(())
     }
 
@@ -672,22 +665,41 @@ impl NufftPlan {
                 out.len()
             ));
         }
-        let (plane, n) = (self.plane(), self.samples());
-        let split = self.batch_split(batch);
-        samples[..split * n]
-            .par_chunks(n)
-            .zip(out[..split * plane].par_chunks_mut(plane))
-            .for_each_init(Work::default, |work, (s, img)| {
-                self.adjoint_one(s, img, work, false)
-            });
-        let mut work = Work::default();
-        for (s, img) in samples[split * n..]
-            .chunks(n)
-            .zip(out[split * plane..].chunks_mut(plane))
-        {
-            self.adjoint_one(s, img, &mut work, true);
-        }
+        self.for_each_item(
+            samples,
+            self.samples(),
+            out,
+            self.plane(),
+            batch,
+            |s, img, w, par| self.adjoint_one(s, img, w, par),
+        );
         Ok(())
+    }
+
+    /// Runs `one(input, output, work, parallel_inside)` on the `batch` item pairs (chunks of
+    /// `in_len` and `out_len` values): the first [`batch_split`](Self::batch_split) items one per
+    /// thread, the rest one at a time with the item's own parallelism.
+    fn for_each_item(
+        &self,
+        input: &[Complex32],
+        in_len: usize,
+        out: &mut [Complex32],
+        out_len: usize,
+        batch: usize,
+        one: impl Fn(&[Complex32], &mut [Complex32], &mut Work, bool) + Sync,
+    ) {
+        let split = self.batch_split(batch);
+        input[..split * in_len]
+            .par_chunks(in_len)
+            .zip(out[..split * out_len].par_chunks_mut(out_len))
+            .for_each_init(Work::default, |work, (i, o)| one(i, o, work, false));
+        let mut work = Work::default();
+        for (i, o) in input[split * in_len..]
+            .chunks(in_len)
+            .zip(out[split * out_len..].chunks_mut(out_len))
+        {
+            one(i, o, &mut work, true);
+        }
     }
 
     /// `Σ_k v_k Σ_m φ(σk_j - m) φ(σk_k - m)` at every sample `j`: the values spread onto the grid with the

@@ -17,7 +17,7 @@
 //!     the Cartesian path applies).
 
 use super::coils;
-use super::dc::DcMode;
+use super::dc::{self, DcMode};
 use super::dcf;
 use super::nufft::{NufftOptions, NufftPlan};
 use super::traj::{self, Radial};
@@ -178,35 +178,13 @@ impl RadialOperator {
             Ok(v.iter().zip(back).map(|(v, b)| v + b * lambda).collect())
         };
         // r = b − M c₀ with b = c₀ + λ Aᴴ D y, so r = λ Aᴴ D (y − A c₀).
-        let mut r: Vec<Complex32> = self
+        let r: Vec<Complex32> = self
             .gridded_residual(c, measured)?
             .into_iter()
             .map(|v| v * lambda)
             .collect();
-        let mut p = r.clone();
-        let dot = |a: &[Complex32], b: &[Complex32]| -> f64 {
-            a.iter().zip(b).map(|(a, b)| (a.conj() * b).re as f64).sum()
-        };
-        let mut rr = dot(&r, &r);
-        let stop = rr * 1e-12;
-        for _ in 0..iterations {
-            if rr <= stop || rr == 0.0 {
-                break;
-            }
-            let mp = normal(&p)?;
-            let alpha = (rr / dot(&p, &mp).max(f64::MIN_POSITIVE)) as f32;
-            for ((c, r), (p, mp)) in c.iter_mut().zip(r.iter_mut()).zip(p.iter().zip(&mp)) {
-                *c += p * alpha;
-                *r -= mp * alpha;
-            }
-            let rr_next = dot(&r, &r);
-            let beta = (rr_next / rr) as f32;
-            for (p, r) in p.iter_mut().zip(&r) {
-                *p = r + *p * beta;
-            }
-            rr = rr_next;
-        }
-        Ok(())
+        let stop = dc::dot_re(&r, &r) * 1e-12;
+        dc::conjugate_gradient(c, r, iterations, stop, normal)
     }
 }
 

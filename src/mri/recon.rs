@@ -313,36 +313,18 @@ fn sense(
         let b = back(k);
         v.iter().zip(b).map(|(v, b)| v + b * lambda).collect()
     };
-    let dot = |a: &[Complex32], b: &[Complex32]| -> f64 {
-        a.iter().zip(b).map(|(a, b)| (a.conj() * b).re as f64).sum()
-    };
     let rhs: Vec<Complex32> = x0
         .iter()
         .zip(back(kspace.to_vec()))
         .map(|(x, b)| x + b * lambda)
         .collect();
     let mut x = x0.to_vec();
-    let mut r: Vec<Complex32> = rhs.iter().zip(normal(&x)).map(|(b, a)| b - a).collect();
-    let mut d = r.clone();
-    let mut rr = dot(&r, &r);
-    let stop = 1e-12 * dot(&rhs, &rhs);
-    for _ in 0..iterations {
-        if rr <= stop {
-            break;
-        }
-        let q = normal(&d);
-        let alpha = (rr / dot(&d, &q).max(f64::MIN_POSITIVE)) as f32;
-        for ((x, r), (d, q)) in x.iter_mut().zip(r.iter_mut()).zip(d.iter().zip(&q)) {
-            *x += d * alpha;
-            *r -= q * alpha;
-        }
-        let rr_new = dot(&r, &r);
-        let beta = (rr_new / rr) as f32;
-        for (d, r) in d.iter_mut().zip(&r) {
-            *d = r + *d * beta;
-        }
-        rr = rr_new;
-    }
+    let r: Vec<Complex32> = rhs.iter().zip(normal(&x)).map(|(b, a)| b - a).collect();
+    let stop = 1e-12 * dc::dot_re(&rhs, &rhs);
+    let solved = dc::conjugate_gradient(&mut x, r, iterations, stop, |v| {
+        Ok::<_, std::convert::Infallible>(normal(v))
+    });
+    let Ok(()) = solved;
     x
 }
 

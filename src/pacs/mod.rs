@@ -28,6 +28,11 @@ pub struct PacsTarget {
     pub timeout: Duration,
 }
 
+/// AE titles used when none are configured: the PACS's (a common default of DICOM servers) and
+/// inferd's own.
+pub const DEFAULT_CALLED_AET: &str = "ANY-SCP";
+pub const DEFAULT_CALLING_AET: &str = "INFERD";
+
 /// The timeout [`PacsTarget::parse`] sets: long enough for a busy PACS to answer a C-STORE of a
 /// large instance, short enough that a dead peer does not hold the delivery for minutes.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);

@@ -89,13 +89,13 @@ pub struct PacsConfig {
     #[arg(long = "pacs", env = "INFERD_PACS")]
     pub pacs_addr: Option<String>,
     /// The PACS's AE title (called AE title).
-    #[arg(long = "pacs-aet", env = "INFERD_PACS_AET", default_value = "ANY-SCP")]
+    #[arg(long = "pacs-aet", env = "INFERD_PACS_AET", default_value = crate::pacs::DEFAULT_CALLED_AET)]
     pub called_aet: String,
     /// inferd's own AE title (calling AE title), as configured in the PACS.
     #[arg(
         long = "pacs-calling-aet",
         env = "INFERD_PACS_CALLING_AET",
-        default_value = "INFERD"
+        default_value = crate::pacs::DEFAULT_CALLING_AET
     )]
     pub calling_aet: String,
     /// Durable outbox: images wait here until the PACS confirms them, across restarts. Put it on a
@@ -134,8 +134,8 @@ impl Default for PacsConfig {
     fn default() -> Self {
         PacsConfig {
             pacs_addr: None,
-            called_aet: "ANY-SCP".into(),
-            calling_aet: "INFERD".into(),
+            called_aet: crate::pacs::DEFAULT_CALLED_AET.into(),
+            calling_aet: crate::pacs::DEFAULT_CALLING_AET.into(),
             outbox: PathBuf::from("inferd-outbox"),
             outbox_max_mb: 2048,
             retry_max_s: 30.0,

@@ -4,9 +4,10 @@
 //! lost: the delivery thread sends it when the PACS is reachable, across restarts.
 
 use super::config::PacsConfig;
-use crate::api::dicom::{centre_crop, DicomPlan};
+use crate::api::dicom::DicomPlan;
 use crate::api::validate::ReconPlan;
 use crate::error::{Error, Result};
+use crate::io::acquisition::centre_crop;
 use crate::metrics::Metrics;
 use crate::mri::dc::DcMode;
 use crate::pacs::dicom::{Provenance, Series};
@@ -23,7 +24,6 @@ pub struct DicomOut {
 }
 
 pub struct Pacs {
-    pub target: PacsTarget,
     pub outbox: Arc<Outbox>,
     /// Taken at shutdown.
     delivery: std::sync::Mutex<Option<Delivery>>,
@@ -68,7 +68,6 @@ impl DicomOut {
                 let delivery =
                     Delivery::start(outbox.clone(), target.clone(), backoff, Some(metrics));
                 Some(Pacs {
-                    target,
                     outbox,
                     delivery: std::sync::Mutex::new(Some(delivery)),
                 })
@@ -78,14 +77,6 @@ impl DicomOut {
             uid_root: cfg.uid_root.clone(),
             pacs,
         })
-    }
-
-    /// DICOM output without a PACS (tests and embedding).
-    pub fn local() -> DicomOut {
-        DicomOut {
-            uid_root: UidRoot::default(),
-            pacs: None,
-        }
     }
 
     /// The series of a reconstruction that asked for DICOM output.

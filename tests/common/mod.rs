@@ -195,3 +195,48 @@ pub fn graph_request(
         ..Default::default()
     }
 }
+
+/// The reconstruction request stream: `header`, then one slice per `(shape, k-space)`.
+pub fn recon_requests(
+    header: inferd::api::pb::ReconHeader,
+    slices: &[(Vec<usize>, Vec<num_complex::Complex32>)],
+) -> Vec<inferd::api::pb::ReconRequest> {
+    use inferd::api::pb::{recon_request::Msg, KSpaceSlice, ReconRequest};
+    let mut reqs = vec![ReconRequest {
+        msg: Some(Msg::Header(header)),
+    }];
+    for (i, (shape, k)) in slices.iter().enumerate() {
+        reqs.push(ReconRequest {
+            msg: Some(Msg::Slice(KSpaceSlice {
+                index: i as u32,
+                kspace: Some(inferd::api::tensor::encode_c64(shape, k)),
+                mask: None,
+            })),
+        });
+    }
+    reqs
+}
+
+/// Sends a `StreamReconstruct` and collects the images until the stream ends.
+pub async fn reconstruct(
+    url: &str,
+    reqs: Vec<inferd::api::pb::ReconRequest>,
+) -> Result<Vec<inferd::api::pb::SliceImage>, tonic::Status> {
+    use inferd::api::pb::{recon_response::Msg, reconstruction_client::ReconstructionClient};
+    let mut c = ReconstructionClient::connect(url.to_string())
+        .await
+        .unwrap()
+        .max_decoding_message_size(256 << 20)
+        .max_encoding_message_size(256 << 20);
+    let mut s = c
+        .stream_reconstruct(tokio_stream::iter(reqs))
+        .await?
+        .into_inner();
+    let mut images = Vec::new();
+    while let Some(m) = s.message().await? {
+        if let Some(Msg::Image(i)) = m.msg {
+            images.push(i);
+        }
+    }
+    Ok(images)
+}
