@@ -4,9 +4,10 @@
 //! Layout: `api/` wire types and validation, `serve/` the gRPC server (inferd and KServe v2 APIs,
 //! health, auth, TLS, HTTP metrics), `sched/` admission, batching policy and device workers,
 //! `metrics` Prometheus counters, `mri/` FFT, masks, coils, data consistency and metrics, `models/` the candle networks,
-//! `io/` file formats, `pacs/` DICOM output and PACS delivery, `client/` command-line clients, `load/` the load generator, `train/` training of the shipped models.
+//! `io/` file formats, `pacs/` DICOM output and PACS delivery, `client/` command-line clients, `load/` the load generator, `train/` training of the shipped models, `bench` the `inferd bench` timings.
 
 pub mod api;
+pub mod bench;
 pub mod client;
 pub mod error;
 pub mod io;

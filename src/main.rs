@@ -30,6 +30,11 @@ enum Command {
     Health(client::health::HealthArgs),
     /// Check a PACS (C-ECHO) or send DICOM files to it through a durable outbox.
     Pacs(client::pacs::PacsCommand),
+    /// Time a model's forward pass on this machine (one JSON line).
+    Bench {
+        #[command(subcommand)]
+        what: inferd::bench::BenchCommand,
+    },
     /// Train a model.
     Train {
         #[command(subcommand)]
@@ -123,6 +128,7 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(rt.block_on(client::health::run(args)));
         }
         Command::Pacs(cmd) => client::pacs::run(cmd),
+        Command::Bench { what } => inferd::bench::run(what),
         Command::Train {
             what: TrainCommand::Recon(args),
         } => train::recon::run(args),

@@ -58,14 +58,7 @@ fn requests(slices: usize, dicom: pb::DicomOutput) -> Vec<pb::ReconRequest> {
         width: N as u32,
         coils: 1,
         slices: slices as u32,
-        sampling: Some(pb::Sampling {
-            kind: Some(pb::sampling::Kind::Generated(pb::MaskSpec {
-                pattern: pb::mask_spec::Pattern::VariableDensity1d as i32,
-                acceleration: 4.0,
-                center_fraction: 0.0,
-                seed: 3,
-            })),
-        }),
+        sampling: Some(pb::Sampling::variable_density(4.0, 3)),
         request_id: "dicom-test".into(),
         dicom: Some(dicom),
         ..Default::default()

@@ -30,14 +30,7 @@ fn header(ny: usize, nx: usize, coils: usize, slices: usize, accel: f32) -> pb::
         width: nx as u32,
         coils: coils as u32,
         slices: slices as u32,
-        sampling: Some(pb::Sampling {
-            kind: Some(pb::sampling::Kind::Generated(pb::MaskSpec {
-                pattern: pb::mask_spec::Pattern::VariableDensity1d as i32,
-                acceleration: accel,
-                center_fraction: 0.0,
-                seed: 1,
-            })),
-        }),
+        sampling: Some(pb::Sampling::variable_density(accel, 1)),
         data_consistency: None,
         return_complex: false,
         return_zero_filled: true,

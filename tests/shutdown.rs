@@ -73,14 +73,7 @@ async fn sigterm_during_a_stream_lets_it_finish_then_exits_cleanly() {
             width: n as u32,
             coils: 1,
             slices,
-            sampling: Some(pb::Sampling {
-                kind: Some(pb::sampling::Kind::Generated(pb::MaskSpec {
-                    pattern: pb::mask_spec::Pattern::VariableDensity1d as i32,
-                    acceleration: 4.0,
-                    center_fraction: 0.0,
-                    seed: 1,
-                })),
-            }),
+            sampling: Some(pb::Sampling::variable_density(4.0, 1)),
             request_id: "shutdown-test".into(),
             ..Default::default()
         })),

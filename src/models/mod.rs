@@ -1,6 +1,7 @@
 //! The candle models and the engines that run them. Only this module touches candle tensors; the
 //! scheduler and the gRPC layer see plain `f32` buffers.
 
+pub mod cpu_conv;
 pub mod lcm;
 pub mod lightsb;
 pub mod recon_resnet;
@@ -223,12 +224,26 @@ fn read_tensors(source: &WeightsSource, device: &Device) -> Result<HashMap<Strin
         .collect::<candle_core::Result<HashMap<_, _>>>()?)
 }
 
-/// Loads a model, telling the family from the tensors it contains.
+/// Loads a model, telling the family from the tensors it contains (reconstruction models on a CPU use
+/// the fast convolution kernels unless `INFERD_FAST_CONV=0`).
 pub fn load(spec: &ModelSpec, device: &Device) -> Result<Box<dyn Engine>> {
+    load_with(spec, device, cpu_conv::fast_conv_enabled())
+}
+
+/// [`load`], choosing the CPU convolution path of reconstruction models (`fast_cpu_conv`: inferd's
+/// kernels; otherwise candle's stock layers).
+pub fn load_with(
+    spec: &ModelSpec,
+    device: &Device,
+    fast_cpu_conv: bool,
+) -> Result<Box<dyn Engine>> {
     let tensors = read_tensors(&spec.source, device)?;
     if tensors.keys().any(|k| k.starts_with("model.")) {
         return Ok(Box::new(ReconEngine::from_tensors(
-            &spec.name, tensors, device,
+            &spec.name,
+            tensors,
+            device,
+            fast_cpu_conv,
         )?));
     }
     if tensors.contains_key("aggregator_kind") {
@@ -264,17 +279,32 @@ pub struct ReconEngine {
 }
 
 impl ReconEngine {
+    /// Loads a model; on a CPU it runs on the fast kernels unless `INFERD_FAST_CONV=0`.
     pub fn load(source: &WeightsSource, device: &Device) -> Result<Self> {
-        Self::from_tensors("recon", read_tensors(source, device)?, device)
+        Self::load_with(source, device, cpu_conv::fast_conv_enabled())
+    }
+
+    /// Loads a model choosing the CPU convolution path: inferd's fast kernels, or candle's stock layers.
+    pub fn load_with(source: &WeightsSource, device: &Device, fast_cpu: bool) -> Result<Self> {
+        Self::from_tensors("recon", read_tensors(source, device)?, device, fast_cpu)
     }
 
     fn from_tensors(
         name: &str,
         mut tensors: HashMap<String, Tensor>,
         device: &Device,
+        fast_cpu: bool,
     ) -> Result<Self> {
         let radial = tensors.remove(RADIAL_MARKER).is_some();
-        let net = ReconResNet::from_tensors(tensors, device).map_err(Error::InvalidArgument)?;
+        let mut net = ReconResNet::from_tensors(tensors, device).map_err(Error::InvalidArgument)?;
+        if device.is_cpu() && fast_cpu {
+            net.prepare_cpu_kernels()?;
+        }
+        let conv_path = match (device.is_cpu(), net.uses_cpu_kernels()) {
+            (false, _) => "candle (device kernels)",
+            (true, true) => "inferd CPU kernels",
+            (true, false) => "candle stock CPU layers",
+        };
         let c = net.config;
         let sampling = if radial { "radial" } else { "cartesian" };
         let info = ModelInfo {
@@ -293,6 +323,7 @@ impl ReconEngine {
                 ("width".into(), c.width.to_string()),
                 ("res_blocks".into(), c.res_blocks.to_string()),
                 ("sampling".into(), sampling.into()),
+                ("convolutions".into(), conv_path.into()),
             ],
         };
         Ok(ReconEngine {
@@ -653,5 +684,42 @@ pub fn describe_device(d: &Device) -> String {
         Device::Cpu => "cpu".to_string(),
         Device::Cuda(_) => format!("cuda ({:?})", d.location()),
         other => format!("{:?}", other.location()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recon_engines_report_and_switch_their_cpu_convolution_path() {
+        let source = WeightsSource::File(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/recon-lite.safetensors"),
+        );
+        let path = |e: &ReconEngine| {
+            e.info()
+                .properties
+                .iter()
+                .find(|(k, _)| k == "convolutions")
+                .map(|(_, v)| v.clone())
+                .unwrap()
+        };
+        let fast = ReconEngine::load_with(&source, &Device::Cpu, true).unwrap();
+        let stock = ReconEngine::load_with(&source, &Device::Cpu, false).unwrap();
+        assert_eq!(path(&fast), "inferd CPU kernels");
+        assert_eq!(path(&stock), "candle stock CPU layers");
+        let img: Vec<f32> = (0..48 * 40)
+            .map(|i| ((i * 37) % 101) as f32 / 101.0)
+            .collect();
+        let (a, b) = (
+            fast.run_network(&[&img], 48, 40).unwrap(),
+            stock.run_network(&[&img], 48, 40).unwrap(),
+        );
+        let d = a[0]
+            .iter()
+            .zip(&b[0])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(d < 1e-5, "fast and stock paths differ by {d}");
     }
 }

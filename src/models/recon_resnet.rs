@@ -23,9 +23,14 @@
 //! Width and number of residual blocks are read from the weights, so the full-size model (w = 64, B = 14,
 //! 17.27 M parameters) and lighter variants load through the same code.
 
+use super::cpu_conv::{
+    ConvTransposeS2, ConvWeights, DirectConv, Epilogue, FastConv, GatherConv, NormAct, Pad,
+    Winograd3x3,
+};
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig, VarBuilder};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Number of stride-2 down (and up) sampling stages; input sizes are padded to a multiple of `2^UPDOWN`.
 pub const UPDOWN: usize = 2;
@@ -75,6 +80,25 @@ impl ReconResNetConfig {
         n += self.res_blocks * (2 * conv(4 * w, 4 * w, 3) + 1);
         n += conv(4 * w, 2 * w, 3) + conv(2 * w, w, 3) + 2;
         n + conv(w, 1, 7)
+    }
+
+    /// Multiply-add operations ×2 of one forward pass on an `h × w` image, counted as direct
+    /// convolutions (the usual way to quote convolution GFLOP/s; Winograd does fewer multiplies).
+    pub fn forward_flops(&self, h: usize, w: usize) -> f64 {
+        let m = 1 << UPDOWN;
+        let (h, w) = (h.div_ceil(m) * m, w.div_ceil(m) * m);
+        let px = |s: usize| ((h >> s) * (w >> s)) as f64;
+        let conv =
+            |i: usize, o: usize, k: usize, pixels: f64| 2.0 * (i * o * k * k) as f64 * pixels;
+        let c = self.width;
+        let mut f = conv(1, c, 7, px(0)) + conv(c, 1, 7, px(0));
+        for j in 0..UPDOWN {
+            let (cin, cout) = (c << j, c << (j + 1));
+            // down: output at scale j+1; up (transposed, cout → cin): input at scale j+1
+            f += conv(cin, cout, 3, px(j + 1)) * 2.0;
+        }
+        let cr = c << UPDOWN;
+        f + self.res_blocks as f64 * 2.0 * conv(cr, cr, 3, px(UPDOWN))
     }
 }
 
@@ -148,33 +172,185 @@ fn dropout2d(x: &Tensor, p: f32) -> Result<Tensor> {
     x.broadcast_mul(&(keep / (1.0 - p as f64))?)
 }
 
+/// A convolution layer: candle's op (training, CUDA, and CPU with the fast kernels switched off) and,
+/// once [`ReconResNet::prepare_cpu_kernels`] has run, the fast CPU kernel computing the same function
+/// (padding and, for the tail, the sigmoid included).
+#[derive(Debug, Clone)]
+struct ConvLayer {
+    stock: StockConv,
+    /// Reflection padding applied before the stock op.
+    reflect: usize,
+    sigmoid: bool,
+    fast: Option<Arc<FastConv>>,
+}
+
+#[derive(Debug, Clone)]
+enum StockConv {
+    /// candle's conv2d (its own zero padding and stride come from its config)
+    Direct(Conv2d),
+    /// [`conv_taps`]: the few-output-channel tail
+    Taps(Conv2d),
+    /// [`conv_transpose_s2`]
+    TransposeS2(ConvTranspose2d),
+}
+
+impl ConvLayer {
+    fn new(stock: StockConv, reflect: usize) -> Self {
+        ConvLayer {
+            stock,
+            reflect,
+            sigmoid: false,
+            fast: None,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, fast: bool) -> Result<Tensor> {
+        if let (true, Some(kernel)) = (fast, &self.fast) {
+            return x.contiguous()?.apply_op1_no_bwd(kernel.as_ref());
+        }
+        let x = reflection_pad2d(x, self.reflect)?;
+        let y = match &self.stock {
+            StockConv::Direct(c) => c.forward(&x)?,
+            StockConv::Taps(c) => conv_taps(&x, c)?,
+            StockConv::TransposeS2(c) => conv_transpose_s2(&x, c)?,
+        };
+        if self.sigmoid {
+            sigmoid(&y)
+        } else {
+            Ok(y)
+        }
+    }
+
+    /// Builds the fast CPU kernel for this layer's shape from its current weights.
+    fn prepare(&mut self) -> Result<()> {
+        let vec = |t: &Tensor| t.flatten_all()?.to_vec1::<f32>();
+        let pad = Pad::Reflect(self.reflect);
+        let kernel = match &self.stock {
+            StockConv::Direct(c) | StockConv::Taps(c) => {
+                let (o, ci, kh, kw) = c.weight().dims4()?;
+                let cfg = c.config();
+                let (w, b) = (vec(c.weight())?, c.bias().map(vec).transpose()?);
+                let pad = if cfg.padding > 0 {
+                    if self.reflect > 0 {
+                        candle_core::bail!("a layer has both reflection and zero padding");
+                    }
+                    Pad::Zero(cfg.padding)
+                } else {
+                    pad
+                };
+                let epilogue = if self.sigmoid {
+                    Epilogue::Sigmoid
+                } else {
+                    Epilogue::None
+                };
+                if (kh, kw, cfg.stride, cfg.dilation, cfg.groups) == (3, 3, 1, 1, 1)
+                    && !self.sigmoid
+                {
+                    FastConv::Winograd(Winograd3x3::new(&w, b.as_deref(), o, ci, pad))
+                } else if cfg.stride == 1
+                    && cfg.dilation == 1
+                    && cfg.groups == 1
+                    && (o <= 4 || ci <= 4)
+                {
+                    FastConv::Direct(DirectConv {
+                        weights: ConvWeights::new(&w, b.as_deref(), [o, ci, kh, kw], 1, pad),
+                        epilogue,
+                    })
+                } else if cfg.dilation == 1 && cfg.groups == 1 && !self.sigmoid {
+                    let weights =
+                        ConvWeights::new(&w, b.as_deref(), [o, ci, kh, kw], cfg.stride, pad);
+                    FastConv::Gather(GatherConv(weights))
+                } else {
+                    return Ok(());
+                }
+            }
+            StockConv::TransposeS2(c) => {
+                let (ci, o, _, _) = c.weight().dims4()?;
+                if !is_s2_transpose(c)? || self.reflect != 0 {
+                    return Ok(());
+                }
+                let b = c.bias().map(vec).transpose()?;
+                FastConv::TransposeS2(ConvTransposeS2::new(&vec(c.weight())?, b.as_deref(), ci, o))
+            }
+        };
+        self.fast = Some(Arc::new(kernel));
+        Ok(())
+    }
+}
+
+/// Instance norm, then an optional PReLU, then an optional residual added.
+#[derive(Debug, Clone)]
+struct NormLayer {
+    act: Option<PRelu>,
+    /// the PReLU slope as a number, set with the fast kernels
+    fast: Option<NormAct>,
+}
+
+impl NormLayer {
+    fn new(act: Option<PRelu>) -> Self {
+        NormLayer { act, fast: None }
+    }
+
+    fn forward(&self, x: &Tensor, residual: Option<&Tensor>, fast: bool) -> Result<Tensor> {
+        if let (true, Some(op)) = (fast, &self.fast) {
+            let x = x.contiguous()?;
+            return match residual {
+                None => x.apply_op1_no_bwd(op),
+                Some(r) => x.apply_op2_no_bwd(&r.contiguous()?, op),
+            };
+        }
+        let mut h = instance_norm(x)?;
+        if let Some(act) = &self.act {
+            h = act.forward(&h)?;
+        }
+        match residual {
+            Some(r) => r + h,
+            None => Ok(h),
+        }
+    }
+
+    fn prepare(&mut self) -> Result<()> {
+        let slope = match &self.act {
+            Some(a) => Some(a.weight.flatten_all()?.to_vec1::<f32>()?[0]),
+            None => None,
+        };
+        self.fast = Some(NormAct { slope, eps: IN_EPS });
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone)]
 struct ResidualBlock {
-    conv1: Conv2d,
-    act: PRelu,
-    conv2: Conv2d,
+    conv1: ConvLayer,
+    norm1: NormLayer,
+    conv2: ConvLayer,
+    norm2: NormLayer,
 }
 
 impl ResidualBlock {
-    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut h = self.conv1.forward(&reflection_pad2d(x, 1)?)?;
-        h = self.act.forward(&instance_norm(&h)?)?;
+    fn forward(&self, x: &Tensor, train: bool, fast: bool) -> Result<Tensor> {
+        let mut h = self
+            .norm1
+            .forward(&self.conv1.forward(x, fast)?, None, fast)?;
         if train {
             h = dropout2d(&h, DROPOUT)?;
         }
-        h = instance_norm(&self.conv2.forward(&reflection_pad2d(&h, 1)?)?)?;
-        x + h
+        self.norm2
+            .forward(&self.conv2.forward(&h, fast)?, Some(x), fast)
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct ReconResNet {
     pub config: ReconResNetConfig,
-    head: (Conv2d, PRelu),
-    down: Vec<(Conv2d, PRelu)>,
+    /// head, down, up: convolution then norm + PReLU
+    head: (ConvLayer, NormLayer),
+    down: Vec<(ConvLayer, NormLayer)>,
     blocks: Vec<ResidualBlock>,
-    up: Vec<(ConvTranspose2d, PRelu)>,
-    tail: Conv2d,
+    up: Vec<(ConvLayer, NormLayer)>,
+    tail: ConvLayer,
+    /// whether inference on a CPU uses the fast kernels (see [`Self::prepare_cpu_kernels`])
+    fast_ready: bool,
 }
 
 /// A stride-1 convolution without padding computed as one matrix product over input channels for all
@@ -219,6 +395,21 @@ pub fn conv_taps(x: &Tensor, conv: &Conv2d) -> Result<Tensor> {
     }
 }
 
+/// Whether a transposed convolution is the up-sampling one of ReconResNet: `k = 3, stride 2,
+/// padding 1, output_padding 1`, no dilation.
+fn is_s2_transpose(conv: &ConvTranspose2d) -> Result<bool> {
+    let (_, _, kh, kw) = conv.weight().dims4()?;
+    let cfg = conv.config();
+    Ok((
+        kh,
+        kw,
+        cfg.stride,
+        cfg.padding,
+        cfg.output_padding,
+        cfg.dilation,
+    ) == (3, 3, 2, 1, 1, 1))
+}
+
 /// `ConvTranspose2d(k = 3, stride 2, padding 1, output_padding 1)` without scattered writes: one matrix
 /// product for all taps, `Y[o·k, p] = Σ_c W[c, o, k] X[c, p]`, then each of the four output phases
 /// (even/odd row × even/odd column) is a sum of shifted taps, and the phases are interleaved.
@@ -226,19 +417,9 @@ pub fn conv_taps(x: &Tensor, conv: &Conv2d) -> Result<Tensor> {
 /// of row `i+1` (zero past the end: the output padding); columns likewise.
 pub fn conv_transpose_s2(x: &Tensor, conv: &ConvTranspose2d) -> Result<Tensor> {
     let w = conv.weight();
-    let (c, o, kh, kw) = w.dims4()?;
+    let (c, o, _, _) = w.dims4()?;
     let (b, cx, h, wd) = x.dims4()?;
-    let cfg = conv.config();
-    if (
-        kh,
-        kw,
-        cfg.stride,
-        cfg.padding,
-        cfg.output_padding,
-        cfg.dilation,
-        cx,
-    ) != (3, 3, 2, 1, 1, 1, c)
-    {
+    if !is_s2_transpose(conv)? || cx != c {
         return conv.forward(x);
     }
     let wm = w.permute((1, 2, 3, 0))?.reshape((o * 9, c))?;
@@ -287,9 +468,14 @@ impl ReconResNet {
         let w = config.width;
         let m = vb.pp("model");
         let plain = Conv2dConfig::default();
+        let norm_act =
+            |idx: usize| -> Result<NormLayer> { Ok(NormLayer::new(Some(PRelu::new(m.pp(idx))?))) };
         let head = (
-            candle_nn::conv2d(1, w, 7, plain, m.pp("1"))?,
-            PRelu::new(m.pp("3"))?,
+            ConvLayer::new(
+                StockConv::Direct(candle_nn::conv2d(1, w, 7, plain, m.pp("1"))?),
+                3,
+            ),
+            norm_act(3)?,
         );
         let mut idx = 4;
         let mut down = Vec::new();
@@ -300,9 +486,10 @@ impl ReconResNet {
                 stride: 2,
                 ..Default::default()
             };
+            let conv = candle_nn::conv2d(ch, ch * 2, 3, cfg, m.pp(idx))?;
             down.push((
-                candle_nn::conv2d(ch, ch * 2, 3, cfg, m.pp(idx))?,
-                PRelu::new(m.pp(idx + 2))?,
+                ConvLayer::new(StockConv::Direct(conv), 0),
+                norm_act(idx + 2)?,
             ));
             ch *= 2;
             idx += 3;
@@ -310,10 +497,17 @@ impl ReconResNet {
         let mut blocks = Vec::new();
         for _ in 0..config.res_blocks {
             let b = m.pp(idx).pp("conv_block");
+            let conv = |i: &str| -> Result<ConvLayer> {
+                Ok(ConvLayer::new(
+                    StockConv::Direct(candle_nn::conv2d(ch, ch, 3, plain, b.pp(i))?),
+                    1,
+                ))
+            };
             blocks.push(ResidualBlock {
-                conv1: candle_nn::conv2d(ch, ch, 3, plain, b.pp("1"))?,
-                act: PRelu::new(b.pp("3"))?,
-                conv2: candle_nn::conv2d(ch, ch, 3, plain, b.pp("6"))?,
+                conv1: conv("1")?,
+                norm1: NormLayer::new(Some(PRelu::new(b.pp("3"))?)),
+                conv2: conv("6")?,
+                norm2: NormLayer::new(None),
             });
             idx += 1;
         }
@@ -325,14 +519,19 @@ impl ReconResNet {
                 stride: 2,
                 dilation: 1,
             };
+            let conv = candle_nn::conv_transpose2d(ch, ch / 2, 3, cfg, m.pp(idx))?;
             up.push((
-                candle_nn::conv_transpose2d(ch, ch / 2, 3, cfg, m.pp(idx))?,
-                PRelu::new(m.pp(idx + 2))?,
+                ConvLayer::new(StockConv::TransposeS2(conv), 0),
+                norm_act(idx + 2)?,
             ));
             ch /= 2;
             idx += 3;
         }
-        let tail = candle_nn::conv2d(w, 1, 7, plain, m.pp(idx + 1))?;
+        let mut tail = ConvLayer::new(
+            StockConv::Taps(candle_nn::conv2d(w, 1, 7, plain, m.pp(idx + 1))?),
+            3,
+        );
+        tail.sigmoid = true;
         Ok(ReconResNet {
             config,
             head,
@@ -340,7 +539,35 @@ impl ReconResNet {
             blocks,
             up,
             tail,
+            fast_ready: false,
         })
+    }
+
+    /// Prepares the fast CPU kernels ([`super::cpu_conv`]) from the current weights; inference
+    /// (`train = false`) on a CPU tensor then uses them. Weights changed afterwards (training) are not
+    /// seen by the kernels, so only fixed inference models call this.
+    pub fn prepare_cpu_kernels(&mut self) -> Result<()> {
+        let pairs = std::iter::once(&mut self.head)
+            .chain(self.down.iter_mut())
+            .chain(self.up.iter_mut());
+        for (conv, norm) in pairs {
+            conv.prepare()?;
+            norm.prepare()?;
+        }
+        for b in &mut self.blocks {
+            b.conv1.prepare()?;
+            b.norm1.prepare()?;
+            b.conv2.prepare()?;
+            b.norm2.prepare()?;
+        }
+        self.tail.prepare()?;
+        self.fast_ready = true;
+        Ok(())
+    }
+
+    /// Whether the fast CPU kernels are prepared.
+    pub fn uses_cpu_kernels(&self) -> bool {
+        self.fast_ready
     }
 
     /// Loads a state dict (safetensors) and infers the configuration from it.
@@ -365,18 +592,17 @@ impl ReconResNet {
         } else {
             x.clone()
         };
-        t = self.head.0.forward(&reflection_pad2d(&t, 3)?)?;
-        t = self.head.1.forward(&instance_norm(&t)?)?;
-        for (conv, act) in &self.down {
-            t = act.forward(&instance_norm(&conv.forward(&t)?)?)?;
+        let fast = !train && self.fast_ready && t.device().is_cpu();
+        for (conv, norm) in std::iter::once(&self.head).chain(&self.down) {
+            t = norm.forward(&conv.forward(&t, fast)?, None, fast)?;
         }
         for block in &self.blocks {
-            t = block.forward(&t, train)?;
+            t = block.forward(&t, train, fast)?;
         }
-        for (conv, act) in &self.up {
-            t = act.forward(&instance_norm(&conv_transpose_s2(&t, conv)?)?)?;
+        for (conv, norm) in &self.up {
+            t = norm.forward(&conv.forward(&t, fast)?, None, fast)?;
         }
-        t = sigmoid(&conv_taps(&reflection_pad2d(&t, 3)?, &self.tail)?)?;
+        t = self.tail.forward(&t, fast)?;
         if ph + pw > 0 {
             t = t.narrow(2, 0, h)?.narrow(3, 0, w)?;
         }
@@ -417,6 +643,9 @@ mod tests {
     #[test]
     fn full_size_parameter_count() {
         assert_eq!(ReconResNetConfig::FULL.parameters(), 17_266_452);
+        // ≈ 146 GFLOP per 256² slice, 28 of the 3×3 256-channel convolutions (4.83 GFLOP each) most of it
+        let f = ReconResNetConfig::FULL.forward_flops(256, 256);
+        assert!((f / 1e9 - 145.78).abs() < 0.01, "{f}");
     }
 
     #[test]

@@ -51,6 +51,11 @@ pub struct ServeConfig {
     /// Threads candle's CPU kernels use (default: all cores).
     #[arg(long, env = "INFERD_CPU_THREADS")]
     pub cpu_threads: Option<usize>,
+    /// Reconstruction convolutions on the CPU: inferd's kernels (Winograd and friends, `true`) or
+    /// candle's stock layers (`false`, the reference path).
+    #[arg(long, env = "INFERD_FAST_CONV", default_value_t = true, action = clap::ArgAction::Set,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub cpu_fast_conv: bool,
     /// Slices of one stream in flight at once (later slices wait, which slows the client down).
     #[arg(long, env = "INFERD_STREAM_INFLIGHT", default_value_t = 4)]
     pub stream_inflight: usize,
@@ -162,6 +167,7 @@ impl ServeConfig {
             batching: Vec::new(),
             workers: 1,
             cpu_threads: None,
+            cpu_fast_conv: true,
             stream_inflight: 4,
             tls_cert: None,
             tls_key: None,

@@ -138,12 +138,13 @@ fn default_recon(
 fn load_engines(
     specs: &[ModelSpec],
     device: &candle_core::Device,
+    fast_cpu_conv: bool,
 ) -> anyhow::Result<Vec<Box<dyn Engine>>> {
     let mut engines = Vec::with_capacity(specs.len());
     for spec in specs {
         let start = Instant::now();
-        let engine =
-            models::load(spec, device).map_err(|e| anyhow::anyhow!("model {}: {e}", spec.name))?;
+        let engine = models::load_with(spec, device, fast_cpu_conv)
+            .map_err(|e| anyhow::anyhow!("model {}: {e}", spec.name))?;
         engine
             .warm_up()
             .map_err(|e| anyhow::anyhow!("model {} failed its warm-up run: {e}", spec.name))?;
@@ -313,8 +314,10 @@ pub async fn serve_with(
     let loader = {
         let (state, health, config) = (state.clone(), health.clone(), config.clone());
         async move {
+            let fast_conv = config.cpu_fast_conv;
             let engines =
-                tokio::task::spawn_blocking(move || load_engines(&specs, &device)).await??;
+                tokio::task::spawn_blocking(move || load_engines(&specs, &device, fast_conv))
+                    .await??;
             let batching = batch_configs(&config, &engines)?;
             let default_recon = default_recon(&config, &engines)?;
             let default_bridge = engines
