@@ -60,16 +60,10 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or(10);
     let device = candle_core::Device::Cpu;
     let full = std::env::temp_dir().join("inferd-breakdown-full.safetensors");
-    {
-        use candle_nn::{VarBuilder, VarMap};
-        use inferd::models::recon_resnet::{ReconResNet, ReconResNetConfig};
-        let vm = VarMap::new();
-        ReconResNet::new(
-            ReconResNetConfig::FULL,
-            VarBuilder::from_varmap(&vm, candle_core::DType::F32, &device),
-        )?;
-        vm.save(&full)?;
-    }
+    candle_core::safetensors::save(
+        &inferd::models::recon_resnet::ReconResNetConfig::FULL.random_weights(&device)?,
+        &full,
+    )?;
     let n = 256;
     println!("| model | coils | DC | decode | FFT + zero-fill + coils | network | data consistency | encode | total ms |");
     println!("|---|---|---|---|---|---|---|---|---|");

@@ -5,9 +5,8 @@
 //!
 //! cargo run --release --example recon_forward -- WEIGHTS SIZE ITERS BATCH [BATCH ...]
 
-use candle_core::{safetensors, DType};
-use candle_nn::{VarBuilder, VarMap};
-use inferd::models::recon_resnet::{ReconResNet, ReconResNetConfig};
+use candle_core::safetensors;
+use inferd::models::recon_resnet::ReconResNetConfig;
 use inferd::models::{select_device, ReconEngine, WeightsSource};
 use std::time::Instant;
 
@@ -22,24 +21,8 @@ fn main() -> anyhow::Result<()> {
     let source = match args[1].as_str() {
         "lite" => WeightsSource::File("models/recon-lite.safetensors".into()),
         "full" => {
-            let varmap = VarMap::new();
-            let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-            ReconResNet::new(
-                ReconResNetConfig {
-                    width: 64,
-                    res_blocks: 14,
-                },
-                vb,
-            )?;
             let path = std::env::temp_dir().join("inferd-full-random.safetensors");
-            let tensors = varmap
-                .data()
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-                .collect::<std::collections::HashMap<_, _>>();
-            safetensors::save(&tensors, &path)?;
+            safetensors::save(&ReconResNetConfig::FULL.random_weights(&device)?, &path)?;
             WeightsSource::File(path)
         }
         file => WeightsSource::File(file.into()),

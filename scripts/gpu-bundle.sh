@@ -3,7 +3,7 @@
 # Rust toolchain, and packs them into .gpu/bin.tar.xz (git-ignored; about 28 MiB) for
 # scripts/gpu-bundle-run.sh. About 25 minutes on 2 cores from cold (candle's CUDA kernels), 10 warm.
 #
-# nvcc comes from NVIDIA's PyPI wheels (as in scripts/cuda-check.sh). candle links the CUDA libraries
+# nvcc comes from NVIDIA's PyPI wheels (scripts/cuda-env.sh, shared with scripts/cuda-check.sh). candle links the CUDA libraries
 # dynamically (cudarc's dynamic-linking), so the link needs libcublas/libcublasLt/libcurand/libnvrtc
 # (real ones, from the cu13 wheels) and libcuda (the driver: a stub defining every cu* function
 # cudarc binds, each returning CUDA_ERROR_UNKNOWN; the real driver is found at run time). The sonames
@@ -14,15 +14,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-PY=${INFERD_PYTHON:-python3}
-WHEELS=${INFERD_CUDA_WHEELS:-/var/tmp/inferd-cuda-wheels}
+. scripts/cuda-env.sh
 LINK=${INFERD_CUDA_LINK:-/var/tmp/inferd-cuda-link}
-CU=$WHEELS/nvidia/cu13
-if [ ! -x "$CU/bin/nvcc" ]; then
-  "$PY" -m pip install -q --disable-pip-version-check --target "$WHEELS" \
-    nvidia-cuda-nvcc==13.0.88 nvidia-cuda-runtime==13.0.88 nvidia-cuda-crt==13.0.88 \
-    nvidia-nvvm==13.0.88 nvidia-cuda-cccl==13.0.85
-fi
 mkdir -p "$LINK/lib" "$LINK/stub" "$LINK/wheels"
 # 1. link-time CUDA libraries from the cu13 wheels
 if [ ! -e "$LINK/lib/libcublas.so.13" ]; then
@@ -56,8 +49,6 @@ for p in json.load(sys.stdin)["packages"]:
   ln -sf libcuda.so.1 "$LINK/stub/libcuda.so"
 fi
 # 3. build
-export PATH="$CU/bin:$PATH" CUDA_ROOT="$CU" CUDA_PATH="$CU" CUDA_HOME="$CU"
-export CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP:-90}
 export CARGO_TARGET_DIR=${CUDA_BUNDLE_TARGET_DIR:-/var/tmp/inferd-target-cuda}
 export RUSTFLAGS="-L native=$LINK/lib -L native=$LINK/stub"
 export CARGO_PROFILE_RELEASE_DEBUG=0

@@ -7,8 +7,7 @@
 //! candle's own layers instead of inferd's CPU kernels.
 
 use crate::models::recon_resnet::{ReconResNet, ReconResNetConfig};
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Module, Tensor};
 use clap::{Args, Subcommand};
 use std::time::Instant;
 
@@ -97,13 +96,12 @@ pub fn bench_recon(args: &BenchReconArgs) -> anyhow::Result<ReconBench> {
                 ReconResNet::from_tensors(tensors, &device).map_err(anyhow::Error::msg)?
             }
             None => {
-                let varmap = VarMap::new();
-                let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
                 let config = ReconResNetConfig {
                     width: args.width,
                     res_blocks: args.blocks,
                 };
-                ReconResNet::new(config, vb)?
+                ReconResNet::from_tensors(config.random_weights(&device)?, &device)
+                    .map_err(anyhow::Error::msg)?
             }
         };
         if !args.stock {

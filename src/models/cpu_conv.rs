@@ -295,6 +295,7 @@ impl Winograd3x3 {
                     t: nty * tw,
                     rmap: &rmap,
                     cmap: &cmap,
+                    pad: p,
                 };
                 self.chunk(img, out, &geo, [h, ho, wo], &mut v, &mut m);
             }
@@ -316,10 +317,14 @@ impl Winograd3x3 {
     ) {
         let (o, c, t, w) = (self.o, self.c, geo.t, geo.w);
         let vp = SharedMut(v.as_mut_ptr());
-        (0..c).into_par_iter().for_each(|ci| {
-            // SAFETY: channel ci writes only V[e][ci][..t] for every e.
-            winograd_input_plane(&img[ci * h * w..(ci + 1) * h * w], geo, c, ci, vp);
-        });
+        (0..c).into_par_iter().for_each_init(
+            || vec![0f32; 6 * (4 * geo.tw + 2)],
+            |padded, ci| {
+                // SAFETY: channel ci writes only V[e][ci][..t] for every e.
+                let plane = &img[ci * h * w..(ci + 1) * h * w];
+                winograd_input_plane(plane, geo, c, ci, vp, padded);
+            },
+        );
         let (up, mp) = (
             SharedMut(self.u.as_ptr() as *mut f32),
             SharedMut(m.as_mut_ptr()),
@@ -374,16 +379,25 @@ struct TileGeometry<'a> {
     t: usize,
     rmap: &'a [isize],
     cmap: &'a [isize],
+    /// padding in front of the first row and column
+    pad: usize,
 }
 
-simd_dispatch!(fn winograd_input_plane(x: &[f32], g: &TileGeometry, c: usize, ci: usize, v: SharedMut) => winograd_input_plane_impl);
+simd_dispatch!(fn winograd_input_plane(x: &[f32], g: &TileGeometry, c: usize, ci: usize, v: SharedMut, padded: &mut [f32]) => winograd_input_plane_impl);
 
+/// `padded`: room for the six padded input rows of a tile row (`6 · (4·tw + 2)`), reused per thread.
 #[inline(always)]
-fn winograd_input_plane_impl(x: &[f32], g: &TileGeometry, c: usize, ci: usize, v: SharedMut) {
+fn winograd_input_plane_impl(
+    x: &[f32],
+    g: &TileGeometry,
+    c: usize,
+    ci: usize,
+    v: SharedMut,
+    padded: &mut [f32],
+) {
     // the six input rows of a tile row, padded once: tiles then read them without index maps
     let len = 4 * g.tw + 2;
-    let p = g.cmap.iter().position(|&c| c == 0).unwrap_or(0);
-    let mut padded = vec![0f32; 6 * len];
+    let p = g.pad;
     for ty in g.ty0..g.ty0 + g.nty {
         for (i, prow) in padded.chunks_exact_mut(len).enumerate() {
             match g.rmap[4 * ty + i] {
@@ -509,6 +523,29 @@ fn winograd_output_plane_impl(
 /// Output pixels per band of the gather kernels (the band's im2col block stays in L2).
 const BAND_PIXELS: usize = 256;
 
+/// Rows of `row_len` pixels in one band.
+fn band_rows(row_len: usize) -> usize {
+    (BAND_PIXELS / row_len).max(1)
+}
+
+/// Runs `f(state, image, first row, rows)` over the bands of `band_rows` rows (of `rows`) of every one of
+/// `images` images, in parallel, with one `init()` state (the band's buffers) per worker.
+fn for_each_band<S>(
+    images: usize,
+    rows: usize,
+    band_rows: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, usize, usize) + Sync + Send,
+) {
+    let per_image = rows.div_ceil(band_rows);
+    (0..images * per_image)
+        .into_par_iter()
+        .for_each_init(init, |state, band| {
+            let (bi, r0) = (band / per_image, (band % per_image) * band_rows);
+            f(state, bi, r0, band_rows.min(rows - r0));
+        });
+}
+
 /// A convolution's weights and geometry: `[O, C, kh, kw]` weights (candle's layout), bias, stride and
 /// padding, shared by [`GatherConv`] and [`DirectConv`].
 #[derive(Debug, Clone)]
@@ -525,7 +562,6 @@ pub struct ConvWeights {
 }
 
 impl ConvWeights {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         weight: &[f32],
         bias: Option<&[f32]>,
@@ -579,21 +615,19 @@ impl GatherConv {
         let (o, kh, kw, s) = (cw.o, cw.kh, cw.kw, cw.stride);
         let (ho, wo, rmap, cmap) = cw.plan(dims)?;
         let k = c * kh * kw;
-        let rows_per_band = (BAND_PIXELS / wo).max(1);
-        let bands_per_image = ho.div_ceil(rows_per_band);
+        let rows_per_band = band_rows(wo);
         let mut y = vec![0f32; b * o * ho * wo];
         let yp = SharedMut(y.as_mut_ptr());
-        (0..b * bands_per_image).into_par_iter().for_each_init(
+        for_each_band(
+            b,
+            ho,
+            rows_per_band,
             || vec![0f32; k * rows_per_band * wo],
-            |col, band| {
-                let (bi, r0) = (
-                    band / bands_per_image,
-                    (band % bands_per_image) * rows_per_band,
-                );
-                let nr = rows_per_band.min(ho - r0);
+            |col, bi, r0, nr| {
                 let n = nr * wo;
                 let img = &x[bi * c * h * w..(bi + 1) * c * h * w];
-                gather_band(img, col, [c, h, w], [kh, kw, s], &rmap, &cmap, r0, nr, wo);
+                let kksp = [kh, kw, s, cw.pad.size()];
+                gather_band(img, col, [c, h, w], kksp, &rmap, &cmap, r0, nr, wo);
                 // SAFETY: the band writes rows r0..r0+nr of every output channel of image bi only.
                 unsafe {
                     let dst = yp.get().add(bi * o * ho * wo + r0 * wo);
@@ -611,17 +645,18 @@ impl GatherConv {
 
 simd_dispatch!(
     #[allow(clippy::too_many_arguments)]
-    fn gather_band(img: &[f32], col: &mut [f32], chw: [usize; 3], kks: [usize; 3], rmap: &[isize], cmap: &[isize], r0: usize, nr: usize, wo: usize) => gather_band_impl
+    fn gather_band(img: &[f32], col: &mut [f32], chw: [usize; 3], kksp: [usize; 4], rmap: &[isize], cmap: &[isize], r0: usize, nr: usize, wo: usize) => gather_band_impl
 );
 
-/// Fills `col[(c·kh + ky)·kw + kx][n]` for the band's `nr × wo` output pixels.
+/// Fills `col[(c·kh + ky)·kw + kx][n]` for the band's `nr × wo` output pixels (kernel `kh × kw`,
+/// stride `s`, padding `p`).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn gather_band_impl(
     img: &[f32],
     col: &mut [f32],
     [c, h, w]: [usize; 3],
-    [kh, kw, s]: [usize; 3],
+    [kh, kw, s, p]: [usize; 4],
     rmap: &[isize],
     cmap: &[isize],
     r0: usize,
@@ -629,8 +664,6 @@ fn gather_band_impl(
     wo: usize,
 ) {
     let n = nr * wo;
-    // the padding in front of the first column
-    let p = cmap.iter().position(|&c| c == 0).unwrap_or(0);
     for ci in 0..c {
         let plane = &img[ci * h * w..(ci + 1) * h * w];
         for ky in 0..kh {
@@ -732,19 +765,16 @@ impl ConvTransposeS2 {
             );
         }
         let (ho, wo) = (2 * h, 2 * w);
-        let rows_per_band = (BAND_PIXELS / w).max(1);
-        let bands_per_image = h.div_ceil(rows_per_band);
+        let rows_per_band = band_rows(w);
         let mut y = vec![0f32; b * o * ho * wo];
         let yp = SharedMut(y.as_mut_ptr());
         let band_n = rows_per_band * w;
-        (0..b * bands_per_image).into_par_iter().for_each_init(
+        for_each_band(
+            b,
+            h,
+            rows_per_band,
             || (vec![0f32; 4 * c * band_n], vec![0f32; o * band_n]),
-            |(col, tmp), band| {
-                let (bi, r0) = (
-                    band / bands_per_image,
-                    (band % bands_per_image) * rows_per_band,
-                );
-                let nr = rows_per_band.min(h - r0);
+            |(col, tmp), bi, r0, nr| {
                 let n = nr * w;
                 let img = &x[bi * c * h * w..(bi + 1) * c * h * w];
                 shift_band(img, col, [c, h, w], r0, nr);

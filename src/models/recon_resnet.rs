@@ -82,6 +82,17 @@ impl ReconResNetConfig {
         n + conv(w, 1, 7)
     }
 
+    /// A state dict of this shape with candle's default initialisation (benchmarks time random weights).
+    pub fn random_weights(&self, device: &Device) -> Result<HashMap<String, Tensor>> {
+        let varmap = candle_nn::VarMap::new();
+        ReconResNet::new(*self, VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        let vars = varmap.data().lock().expect("var map lock");
+        Ok(vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect())
+    }
+
     /// Multiply-add operations ×2 of one forward pass on an `h × w` image, counted as direct
     /// convolutions (the usual way to quote convolution GFLOP/s; Winograd does fewer multiplies).
     pub fn forward_flops(&self, h: usize, w: usize) -> f64 {
