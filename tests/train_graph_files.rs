@@ -80,7 +80,7 @@ async fn trains_a_gnn_and_a_set_model_from_npz_files_and_serves_them() {
             "--steps",
             "300",
             "--lr",
-            "0.01",
+            "0.003",
             "--out",
             "gnn.safetensors",
         ],
