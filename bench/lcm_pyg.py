@@ -39,4 +39,4 @@ for n, e in SIZES:
                     return (time.perf_counter() - t) * 1e3
                 run()
                 ms = sorted(run() for _ in range(3))[1]
-                print(f"pyg,{name},{n},{e},{d_max},{f},{agg_name},{ms:.2},{e / ms / 1e3:.2}")
+                print(f"pyg,{name},{n},{e},{d_max},{f},{agg_name},{ms:.2f},{e / ms / 1e3:.3f}")

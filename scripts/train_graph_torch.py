@@ -3,9 +3,10 @@ second-minimum task with PyTorch, which is much faster than candle's autograd on
 writes weights with inferd's tensor names (loadable with `--model NAME=FILE`).
 
 The aggregators match inferd's exactly: sum, max (balanced-tree reduction with max), GRU (recurrent
-over each set's elements in order, from a zero state) and LCM (⊕(a,b) = ½[GRU(a;b) + GRU(b;a)],
-balanced tree with the odd element carried up, learned identity for empty sets, associativity and
-identity regularisers). Task, data and evaluation as in `inferd train graph`.
+over each set's elements in order, from a zero state) and LCM (balanced tree with the odd element
+carried up, learned identity for empty sets, associativity and identity regularisers) with either
+operator: `lcm` (⊕(a,b) = lo + MLP([lo; hi]), lo/hi the elementwise min/max) or `lcm-symgru`
+(⊕(a,b) = ½[GRU(a;b) + GRU(b;a)]). Task, data and evaluation as in `inferd train graph`.
 
 Usage: python3 train_graph_torch.py --aggregator lcm --steps 20000 --out models/lcm.safetensors
 """
@@ -33,15 +34,28 @@ def batch(rng, sets, lo, hi):
 
 
 class Monoid(nn.Module):
-    def __init__(self, dim):
+    """⊕ and its learned identity. `sort-mlp` (inferd's `lcm`): a ⊕ b = lo + W2 relu(W1 [lo; hi] + b1) + b2
+    with lo = min(a, b), hi = max(a, b) elementwise; the last layer starts at zero, so ⊕ starts as
+    the (associative) elementwise min. `gru` (inferd's `lcm-symgru`, PyG's): ½ [GRU(a; b) + GRU(b; a)]."""
+
+    def __init__(self, dim, operator):
         super().__init__()
-        self.gru = nn.GRUCell(dim, dim)
+        self.operator = operator
+        if operator == "gru":
+            self.gru = nn.GRUCell(dim, dim)
+        else:
+            self.mlp = nn.ModuleList([nn.Linear(2 * dim, dim), nn.Linear(dim, dim)])
+            nn.init.zeros_(self.mlp[1].weight)
+            nn.init.zeros_(self.mlp[1].bias)
         self.identity = nn.Parameter(torch.zeros(dim))
 
     def forward(self, a, b):
-        p = a.shape[0]
-        h = self.gru(torch.cat([a, b]), torch.cat([b, a]))
-        return 0.5 * (h[:p] + h[p:])
+        if self.operator == "gru":
+            p = a.shape[0]
+            h = self.gru(torch.cat([a, b]), torch.cat([b, a]))
+            return 0.5 * (h[:p] + h[p:])
+        lo, hi = torch.minimum(a, b), torch.maximum(a, b)
+        return lo + self.mlp[1](torch.relu(self.mlp[0](torch.cat([lo, hi], 1))))
 
 
 def tree_reduce(h, counts, op, empty):
@@ -83,8 +97,8 @@ class SetModel(nn.Module):
         self.kind = kind
         self.enc = nn.ModuleList([nn.Linear(8, hidden), nn.Linear(hidden, hidden)])
         self.dec = nn.ModuleList([nn.Linear(hidden, hidden), nn.Linear(hidden, 8)])
-        if kind == "lcm":
-            self.lcm = Monoid(hidden)
+        if kind in ("lcm", "lcm-symgru"):
+            self.lcm = Monoid(hidden, "gru" if kind == "lcm-symgru" else "sort-mlp")
         if kind == "gru":
             self.gru = nn.GRUCell(hidden, hidden)
 
@@ -98,7 +112,7 @@ class SetModel(nn.Module):
             pooled = torch.zeros(g, f).index_add(0, seg, h)
         elif self.kind == "max":
             pooled = tree_reduce(h, counts, torch.maximum, torch.zeros(f))
-        elif self.kind == "lcm":
+        elif self.kind in ("lcm", "lcm-symgru"):
             pooled = tree_reduce(h, counts, self.lcm, self.lcm.identity)
         else:  # gru, rows sorted by count descending so that step t is a prefix
             order = np.argsort(-counts, kind="stable")
@@ -125,13 +139,16 @@ class SetModel(nn.Module):
             if cell is not None:
                 s[f"{name}.weight_ih_l0"], s[f"{name}.weight_hh_l0"] = cell.weight_ih, cell.weight_hh
                 s[f"{name}.bias_ih_l0"], s[f"{name}.bias_hh_l0"] = cell.bias_ih, cell.bias_hh
-        if self.kind == "lcm":
+        if hasattr(self, "lcm"):
             s["agg.lcm.identity"] = self.lcm.identity
+            if self.lcm.operator == "sort-mlp":
+                for i, l in enumerate(self.lcm.mlp):
+                    s[f"agg.lcm.mlp.{i}.weight"], s[f"agg.lcm.mlp.{i}.bias"] = l.weight, l.bias
         return s
 
     def inferd_state(self):
         s = {k: v.detach().contiguous().float() for k, v in self.inferd_params().items()}
-        code = ["sum", "mean", "max", "gru", "lcm"].index(self.kind)
+        code = ["sum", "mean", "max", "gru", "lcm", "lcm-symgru"].index(self.kind)
         s["aggregator_kind"] = torch.tensor([float(code)])
         return s
 
@@ -153,7 +170,7 @@ def evaluate(model, size, sets=1024, seed=0):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--aggregator", default="lcm", choices=["sum", "max", "gru", "lcm"])
+    p.add_argument("--aggregator", default="lcm", choices=["sum", "max", "gru", "lcm", "lcm-symgru"])
     p.add_argument("--steps", type=int, default=20000)
     p.add_argument("--minutes", type=float, default=0, help="stop after this many minutes (0 = no limit)")
     p.add_argument("--batch", type=int, default=128)
@@ -177,7 +194,7 @@ def main():
             g["lr"] = a.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
         x, seg, y, counts = batch(rng, a.batch, 2, 16)
         loss = nn.functional.binary_cross_entropy_with_logits(model(x, seg, counts), y)
-        if a.aggregator == "lcm" and a.assoc_weight > 0:
+        if hasattr(model, "lcm") and a.assoc_weight > 0:
             h = model.encode(x)
             i = torch.randint(0, h.shape[0], (3, 256))
             A, B, C = h[i[0]], h[i[1]], h[i[2]]

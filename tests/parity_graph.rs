@@ -1,5 +1,6 @@
 //! inferd's set model (candle) against the PyTorch implementation with torch.nn.GRUCell
-//! (tests/reference/graph_parity.py): same weights, same sets, logits within 1e-4.
+//! (tests/reference/graph_parity.py), for every aggregator including both LCM operators: same
+//! weights, same sets, logits within 1e-4.
 
 mod common;
 
@@ -15,7 +16,7 @@ fn set_model_matches_pytorch_for_every_aggregator() {
             .arg(common::repo().join("tests/reference/graph_parity.py"))
             .arg(dir.path()),
     );
-    for kind in ["sum", "max", "gru", "lcm"] {
+    for kind in ["sum", "max", "gru", "lcm", "lcm-symgru"] {
         let weights = candle_core::safetensors::load(
             dir.path().join(format!("{kind}.safetensors")),
             &Device::Cpu,

@@ -40,20 +40,19 @@ np.savez(f"{d}/no_targets.npz", x=x[:10], batch=batch[:10])
 print(float((np.load(f"{d}/graph4.npz")["targets"] > 0).mean()))
 "#;
 
-fn train(dir: &Path, extra: &[&str]) -> String {
+/// `inferd train graph ARGS` in `dir`; its output.
+fn train_graph(dir: &Path, args: &[&str]) -> String {
     common::run(
         Command::new(env!("CARGO_BIN_EXE_inferd"))
-            .args([
-                "train",
-                "graph",
-                "--task",
-                "file",
-                "--checkpoint-every",
-                "100",
-            ])
-            .args(extra)
+            .args(["train", "graph"])
+            .args(args)
             .current_dir(dir),
     )
+}
+
+fn train(dir: &Path, extra: &[&str]) -> String {
+    let args = [&["--task", "file", "--checkpoint-every", "100"], extra].concat();
+    train_graph(dir, &args)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -208,4 +207,40 @@ async fn trains_a_gnn_and_a_set_model_from_npz_files_and_serves_them() {
             "{file}: {err}"
         );
     }
+}
+
+/// `--seed` fixes the whole run, the initial weights included: two runs with one seed write the same
+/// weights, another seed different ones.
+#[test]
+fn the_seed_fixes_the_initial_weights_and_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |seed: &str, out: &str| -> Vec<u8> {
+        train_graph(
+            dir.path(),
+            &[
+                "--task",
+                "second-min",
+                "--aggregator",
+                "lcm",
+                "--hidden",
+                "16",
+                "--batch",
+                "8",
+                "--steps",
+                "3",
+                "--seed",
+                seed,
+                "--out",
+                out,
+            ],
+        );
+        std::fs::read(dir.path().join(out)).unwrap()
+    };
+    let (a, b, c) = (
+        run("5", "a.safetensors"),
+        run("5", "b.safetensors"),
+        run("6", "c.safetensors"),
+    );
+    assert!(a == b, "two runs with --seed 5 wrote different weights");
+    assert!(a != c, "--seed 5 and --seed 6 wrote the same weights");
 }

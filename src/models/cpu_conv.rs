@@ -129,7 +129,7 @@ macro_rules! simd_dispatch {
 /// The pointers must address matrices of the stated sizes and strides; `dst` must not alias the
 /// inputs.
 #[allow(clippy::too_many_arguments)]
-unsafe fn matmul(
+pub(crate) unsafe fn matmul(
     m: usize,
     n: usize,
     k: usize,

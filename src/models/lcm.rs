@@ -6,13 +6,17 @@
 //!   from a `batch` vector. Messages are gathered in CSR order, so every aggregator sees `[M, F]`.
 //! - **Aggregators**: sum and mean (`index_add`), max (the tree reduction with `max` as ⊕), GRU
 //!   (recurrent, O(d) steps: rows sorted by degree so that step t updates a prefix) and **LCM**.
-//! - **LCM**: ⊕(a, b) = ½ [GRU(a; b) + GRU(b; a)] is commutative by construction (both orders are one
-//!   batched GRU step); a learned identity e is the result of an empty neighbourhood and is trained to
-//!   satisfy e ⊕ a ≈ a; an associativity regulariser E‖(a⊕b)⊕c − a⊕(b⊕c)‖² pushes ⊕ towards a monoid.
+//! - **LCM**: a learned ⊕ that is commutative by construction ([`Operator`]): `lcm` sorts each
+//!   coordinate pair, ⊕(a, b) = lo + MLP([lo; hi]) with lo/hi = elementwise min/max (starts as the
+//!   min monoid; 6F² flops per combination), and `lcm-symgru` is PyTorch Geometric's
+//!   ½ [GRU(a; b) + GRU(b; a)] (24F²). A learned identity e is the result of an empty neighbourhood and
+//!   is trained to satisfy e ⊕ a ≈ a; an associativity regulariser E‖(a⊕b)⊕c − a⊕(b⊕c)‖² pushes ⊕
+//!   towards a monoid. At inference on the CPU each tree level of the sort-MLP ⊕ is one fused kernel.
 //! - **Tree reduction** (`tree_reduce`): all rows reduce at once, level by level: entries (0,1), (2,3), …
 //!   of every row are combined in one ⊕ call, an odd last entry is carried up unchanged, so a row of
 //!   degree d takes ⌈log2 d⌉ levels. Values stay compacted (no padding to the largest degree), so the
-//!   memory is O(M) whatever the degree distribution.
+//!   memory is O(M) whatever the degree distribution; the first level reads the sender states
+//!   through the CSR column indices (messages are never gathered into a copy).
 //! - **Models**: [`SetModel`] — encoder → aggregator → decoder for sets (and neighbourhoods), or, with
 //!   message-passing layers, a node-level GNN stack for graphs ([`MpLayer`]).
 
@@ -116,93 +120,180 @@ fn u32_tensor(v: &[u32], device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_slice(v, v.len(), device)?)
 }
 
-/// Reduces each row's values with `op` as a balanced binary tree. `h` is `[M, F]` in CSR order;
+/// Reduces each row's values with `op` as a balanced binary tree. Row `r`'s values are the rows
+/// `index[rowptr[r]..rowptr[r + 1]]` of `h` (`[N, F]`), so messages need not be gathered first;
 /// rows with no entries get `empty` (`[F]`). Returns `[R, F]`.
 pub fn tree_reduce(
     h: &Tensor,
     rowptr: &[usize],
+    index: &[u32],
     op: &dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
     empty: &Tensor,
 ) -> Result<Tensor> {
+    let level = |v: &Tensor, left: &[u32], right: &[u32], carry: &[u32]| -> Result<Tensor> {
+        let device = v.device();
+        let combined = op(
+            &v.index_select(&u32_tensor(left, device)?, 0)?,
+            &v.index_select(&u32_tensor(right, device)?, 0)?,
+        )?;
+        if carry.is_empty() {
+            return Ok(combined);
+        }
+        let carried = v.index_select(&u32_tensor(carry, device)?, 0)?;
+        Ok(Tensor::cat(&[&combined, &carried], 0)?)
+    };
+    tree_reduce_levels(h, rowptr, index, &level, empty)
+}
+
+/// One tree level: `[v[left] ⊕ v[right]; v[carry]]`.
+type Level<'a> = dyn Fn(&Tensor, &[u32], &[u32], &[u32]) -> Result<Tensor> + 'a;
+
+/// The tree reduction of [`tree_reduce`] with each level computed by `level`.
+///
+/// Level by level, entries (0,1), (2,3), … of every row are combined in one `level` call and an odd
+/// last entry is carried up; a level's results are `[pairs; carried]` and a per-entry position list
+/// says where each row's entries now are, so no level reorders its values.
+fn tree_reduce_levels(
+    h: &Tensor,
+    rowptr: &[usize],
+    index: &[u32],
+    level: &Level,
+    empty: &Tensor,
+) -> Result<Tensor> {
     let device = h.device();
-    let rows = rowptr.len() - 1;
     let mut counts: Vec<usize> = rowptr.windows(2).map(|w| w[1] - w[0]).collect();
+    let mut pos: Vec<u32> = index[..rowptr.last().copied().unwrap_or(0)].to_vec();
     let mut v = h.clone();
     while counts.iter().any(|&c| c > 1) {
-        // This level: pair (0,1), (2,3), … within every row; carry an odd last value.
-        let (mut left, mut right, mut carry) = (Vec::new(), Vec::new(), Vec::new());
+        let pairs: usize = counts.iter().map(|c| c / 2).sum();
+        let (mut left, mut right, mut carry) = (
+            Vec::with_capacity(pairs),
+            Vec::with_capacity(pairs),
+            Vec::new(),
+        );
+        let mut next_pos = Vec::with_capacity(pos.len() - pairs);
         let mut start = 0;
-        for &c in &counts {
-            for i in 0..c / 2 {
-                left.push((start + 2 * i) as u32);
-                right.push((start + 2 * i + 1) as u32);
-            }
-            if c % 2 == 1 {
-                carry.push((start + c - 1) as u32);
-            }
-            start += c;
-        }
-        let combined = op(
-            &v.index_select(&u32_tensor(&left, device)?, 0)?,
-            &v.index_select(&u32_tensor(&right, device)?, 0)?,
-        )?;
-        let carried = v.index_select(&u32_tensor(&carry, device)?, 0)?;
-        let stacked = Tensor::cat(&[&combined, &carried], 0)?;
-        // Back to row-contiguous order: each row's pair results, then its carried value.
-        let (mut order, mut next_pair, mut next_carry) = (Vec::new(), 0u32, left.len() as u32);
         for c in counts.iter_mut() {
-            for _ in 0..*c / 2 {
-                order.push(next_pair);
-                next_pair += 1;
+            for i in 0..*c / 2 {
+                next_pos.push(left.len() as u32);
+                left.push(pos[start + 2 * i]);
+                right.push(pos[start + 2 * i + 1]);
             }
             if *c % 2 == 1 {
-                order.push(next_carry);
-                next_carry += 1;
+                next_pos.push((pairs + carry.len()) as u32);
+                carry.push(pos[start + *c - 1]);
             }
+            start += *c;
             *c = c.div_ceil(2);
         }
-        v = stacked.index_select(&u32_tensor(&order, device)?, 0)?;
+        v = level(&v, &left, &right, &carry)?;
+        pos = next_pos;
     }
-    // Every row now holds 0 or 1 value; empty rows take `empty` (appended as the last row of v).
-    let with_empty = Tensor::cat(&[&v, &empty.unsqueeze(0)?], 0)?;
-    let empty_index = v.dim(0)? as u32;
-    let (mut pick, mut next) = (Vec::with_capacity(rows), 0u32);
+    // Every row now holds 0 or 1 value; empty rows take `empty`.
+    let (mut pick, mut next, mut any_empty) = (Vec::with_capacity(counts.len()), 0, false);
     for &c in &counts {
-        if c == 1 {
-            pick.push(next);
-            next += 1;
-        } else {
-            pick.push(empty_index);
-        }
+        pick.push(if c == 1 { pos[next] } else { 0 });
+        next += c;
+        any_empty |= c == 0;
     }
-    Ok(with_empty.index_select(&u32_tensor(&pick, device)?, 0)?)
+    if v.dim(0)? == 0 {
+        return Ok(empty.unsqueeze(0)?.repeat((counts.len(), 1))?);
+    }
+    let out = v.index_select(&u32_tensor(&pick, device)?, 0)?;
+    if !any_empty {
+        return Ok(out);
+    }
+    let mask: Vec<u8> = counts.iter().map(|&c| u8::from(c == 0)).collect();
+    let mask = Tensor::from_vec(mask, (counts.len(), 1), device)?.broadcast_as(out.shape())?;
+    Ok(mask.where_cond(&empty.unsqueeze(0)?.broadcast_as(out.shape())?, &out)?)
+}
+
+/// How ⊕ combines two latent vectors; both are exactly commutative by construction.
+pub enum Operator {
+    /// a ⊕ b = lo + W₂ relu(W₁ [lo; hi] + b₁) + b₂ with lo = min(a, b), hi = max(a, b) elementwise
+    /// (inferd's `lcm`). Sorting each coordinate pair makes it commutative; the residual `lo` makes
+    /// the elementwise min (an exact monoid) the starting point that training corrects, and one
+    /// hidden layer of width F costs 6F² flops per combination.
+    SortMlp { inner: Linear, outer: Linear },
+    /// a ⊕ b = ½ [GRU(input a, state b) + GRU(input b, state a)] (inferd's `lcm-symgru`, PyTorch
+    /// Geometric's LCMAggregation operator): two GRU cells, 24F² flops per combination.
+    SymGru(GRU),
 }
 
 /// The learned commutative operator and its identity element.
 pub struct Monoid {
-    gru: GRU,
+    op: Operator,
     identity: Tensor,
     dim: usize,
 }
 
 impl Monoid {
-    pub fn new(dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
-        let gru = candle_nn::rnn::gru(dim, dim, GRUConfig::default(), vb.pp("gru"))?;
+    /// A fresh or stored ⊕ of `kind` ([`AggKind::Lcm`] or [`AggKind::LcmSymGru`]) over `dim` features.
+    /// Fresh sort-MLP operators start with W₂ = 0, b₂ = 0 (⊕ = min).
+    pub fn new(kind: AggKind, dim: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        let op = if kind == AggKind::LcmSymGru {
+            Operator::SymGru(candle_nn::rnn::gru(
+                dim,
+                dim,
+                GRUConfig::default(),
+                vb.pp("gru"),
+            )?)
+        } else {
+            let zero = candle_nn::Init::Const(0.0);
+            let outer = vb.pp("mlp.1");
+            Operator::SortMlp {
+                inner: candle_nn::linear(2 * dim, dim, vb.pp("mlp.0"))?,
+                outer: Linear::new(
+                    outer.get_with_hints((dim, dim), "weight", zero)?,
+                    Some(outer.get_with_hints(dim, "bias", zero)?),
+                ),
+            }
+        };
         let identity = vb.get_with_hints(dim, "identity", candle_nn::Init::Const(0.0))?;
-        Ok(Monoid { gru, identity, dim })
+        Ok(Monoid { op, identity, dim })
     }
 
-    /// a ⊕ b for `[P, F]` pairs: ½ [GRU(input a, state b) + GRU(input b, state a)], one GRU step
-    /// over both orders. Exactly commutative.
+    pub fn kind(&self) -> AggKind {
+        match self.op {
+            Operator::SortMlp { .. } => AggKind::Lcm,
+            Operator::SymGru(_) => AggKind::LcmSymGru,
+        }
+    }
+
+    /// a ⊕ b for `[P, F]` pairs. Exactly commutative.
     pub fn combine(&self, a: &Tensor, b: &Tensor) -> candle_core::Result<Tensor> {
         let p = a.dim(0)?;
         if p == 0 {
             return Ok(a.clone());
         }
-        let input = Tensor::cat(&[a, b], 0)?;
-        let state = Tensor::cat(&[b, a], 0)?;
-        let h = self.gru.step(&input, &GRUState { h: state })?.h;
-        (h.narrow(0, 0, p)? + h.narrow(0, p, p)?)? * 0.5
+        match &self.op {
+            Operator::SortMlp { inner, outer } => {
+                let lo = a.minimum(b)?;
+                let sorted = Tensor::cat(&[&lo, &a.maximum(b)?], 1)?;
+                lo + outer.forward(&inner.forward(&sorted)?.relu()?)?
+            }
+            Operator::SymGru(gru) => {
+                // one GRU step over both orders
+                let input = Tensor::cat(&[a, b], 0)?;
+                let state = Tensor::cat(&[b, a], 0)?;
+                let h = gru.step(&input, &GRUState { h: state })?.h;
+                (h.narrow(0, 0, p)? + h.narrow(0, p, p)?)? * 0.5
+            }
+        }
+    }
+
+    /// Reduces rows like [`tree_reduce`] with this ⊕. On the CPU at inference (no autograd
+    /// tracking) the sort-MLP operator runs each tree level as one fused kernel
+    /// ([`sort_mlp_level`]); otherwise, and for the GRU operator, as candle ops.
+    pub fn reduce(&self, x: &Tensor, rowptr: &[usize], index: &[u32]) -> Result<Tensor> {
+        if let Operator::SortMlp { inner, outer } = &self.op {
+            if cpu_inference(&[x, inner.weight(), outer.weight(), &self.identity]) {
+                let kernel = SortMlpKernel::new(inner, outer)?;
+                let level = |v: &Tensor, l: &[u32], r: &[u32], c: &[u32]| kernel.level(v, l, r, c);
+                return tree_reduce_levels(x, rowptr, index, &level, &self.identity);
+            }
+        }
+        tree_reduce(x, rowptr, index, &|a, b| self.combine(a, b), &self.identity)
     }
 
     pub fn identity(&self) -> &Tensor {
@@ -236,6 +327,168 @@ impl Monoid {
     }
 }
 
+/// The sort-MLP ⊕ with its weights laid out for [`sort_mlp_level`]: W₁ᵀ `[2F, H]`, W₂ᵀ `[H, F]`.
+struct SortMlpKernel {
+    f: usize,
+    hidden: usize,
+    w1t: Vec<f32>,
+    b1: Vec<f32>,
+    w2t: Vec<f32>,
+    b2: Vec<f32>,
+}
+
+impl SortMlpKernel {
+    fn new(inner: &Linear, outer: &Linear) -> Result<Self> {
+        let rows = |t: &Tensor| -> Result<Vec<f32>> {
+            Ok(t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?)
+        };
+        let bias = |l: &Linear, n: usize| -> Result<Vec<f32>> {
+            Ok(match l.bias() {
+                Some(b) => b.to_vec1::<f32>()?,
+                None => vec![0.0; n],
+            })
+        };
+        let (hidden, f) = (inner.weight().dim(0)?, outer.weight().dim(0)?);
+        Ok(SortMlpKernel {
+            f,
+            hidden,
+            w1t: rows(inner.weight())?,
+            b1: bias(inner, hidden)?,
+            w2t: rows(outer.weight())?,
+            b2: bias(outer, f)?,
+        })
+    }
+
+    /// One tree level `[v[left] ⊕ v[right]; v[carry]]` on the CPU.
+    fn level(&self, v: &Tensor, left: &[u32], right: &[u32], carry: &[u32]) -> Result<Tensor> {
+        let f = self.f;
+        let rows = left.len() + carry.len();
+        let out = with_cpu_f32(v, |data| {
+            let mut out = vec![0f32; rows * f];
+            let (pairs, carried) = out.split_at_mut(left.len() * f);
+            sort_mlp_level(self, data, left, right, pairs);
+            for (dst, &c) in carried.chunks_exact_mut(f).zip(carry) {
+                dst.copy_from_slice(&data[c as usize * f..][..f]);
+            }
+            out
+        })?;
+        Ok(Tensor::from_vec(out, (rows, f), &Device::Cpu)?)
+    }
+}
+
+/// Calls `f` with the values of a CPU f32 tensor in row-major order (copied only if strided).
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(Error::Internal(
+            "a CPU aggregation kernel got a device tensor".into(),
+        ));
+    };
+    Ok(f(
+        &cpu.as_slice::<f32>()?[layout.start_offset()..][..t.elem_count()]
+    ))
+}
+
+/// Inference on the CPU: no autograd graph to record, so the hand-written kernels may run.
+fn cpu_inference(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op())
+}
+
+/// Sum (or mean) of each row's entries `x[col]` straight from CSR on the CPU: rows in parallel, no
+/// gathered copy of the messages. Empty rows are zero.
+fn csr_sum_cpu(x: &Tensor, csr: &Csr, mean: bool) -> Result<Tensor> {
+    use rayon::prelude::*;
+    const ROWS: usize = 64;
+    let (rows, f) = (csr.rows(), x.dim(1)?);
+    let out = with_cpu_f32(x, |data| {
+        let mut out = vec![0f32; rows * f];
+        out.par_chunks_mut(ROWS * f)
+            .enumerate()
+            .for_each(|(c, block)| {
+                for (i, o) in block.chunks_exact_mut(f).enumerate() {
+                    let r = c * ROWS + i;
+                    let entries = &csr.col[csr.rowptr[r]..csr.rowptr[r + 1]];
+                    for &s in entries {
+                        for (o, v) in o.iter_mut().zip(&data[s as usize * f..][..f]) {
+                            *o += v;
+                        }
+                    }
+                    if mean && !entries.is_empty() {
+                        let inv = 1.0 / entries.len() as f32;
+                        o.iter_mut().for_each(|o| *o *= inv);
+                    }
+                }
+            });
+        out
+    })?;
+    Ok(Tensor::from_vec(out, (rows, f), &Device::Cpu)?)
+}
+
+/// `out[p] = lo + W₂ relu(W₁ [lo; hi] + b₁) + b₂` with lo/hi the elementwise min/max of rows
+/// `left[p]` and `right[p]` of `v` (`[·, F]` row-major). Pairs are processed in chunks on rayon's
+/// pool; a chunk's sorted inputs and hidden activations stay in cache between the two GEMMs.
+fn sort_mlp_level(k: &SortMlpKernel, v: &[f32], left: &[u32], right: &[u32], out: &mut [f32]) {
+    use rayon::prelude::*;
+    const CHUNK: usize = 128;
+    let (f, h) = (k.f, k.hidden);
+    out.par_chunks_mut(CHUNK * f)
+        .enumerate()
+        .for_each(|(c, out)| {
+            let n = out.len() / f;
+            let (l, r) = (&left[c * CHUNK..][..n], &right[c * CHUNK..][..n]);
+            let mut sorted = vec![0f32; n * 2 * f];
+            for ((row, &a), &b) in sorted.chunks_exact_mut(2 * f).zip(l).zip(r) {
+                let (a, b) = (&v[a as usize * f..][..f], &v[b as usize * f..][..f]);
+                let (lo, hi) = row.split_at_mut(f);
+                for j in 0..f {
+                    lo[j] = a[j].min(b[j]);
+                    hi[j] = a[j].max(b[j]);
+                }
+            }
+            let mut z = vec![0f32; n * h];
+            // SAFETY: the buffers hold n×2F, 2F×H, n×H, H×F and n×F values as the calls state.
+            unsafe {
+                crate::models::cpu_conv::matmul(
+                    n,
+                    h,
+                    2 * f,
+                    z.as_mut_ptr(),
+                    h,
+                    sorted.as_ptr(),
+                    2 * f,
+                    k.w1t.as_ptr(),
+                    h,
+                );
+            }
+            for row in z.chunks_exact_mut(h) {
+                for (z, b) in row.iter_mut().zip(&k.b1) {
+                    *z = (*z + b).max(0.0);
+                }
+            }
+            unsafe {
+                crate::models::cpu_conv::matmul(
+                    n,
+                    f,
+                    h,
+                    out.as_mut_ptr(),
+                    f,
+                    z.as_ptr(),
+                    h,
+                    k.w2t.as_ptr(),
+                    f,
+                );
+            }
+            for (o, s) in out.chunks_exact_mut(f).zip(sorted.chunks_exact(2 * f)) {
+                for ((o, lo), b) in o.iter_mut().zip(&s[..f]).zip(&k.b2) {
+                    *o += lo + b;
+                }
+            }
+        });
+}
+
 /// Which aggregator a model uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AggKind {
@@ -243,16 +496,20 @@ pub enum AggKind {
     Mean,
     Max,
     Gru,
+    /// LCM with the sort-MLP operator.
     Lcm,
+    /// LCM with the symmetrised GRU operator.
+    LcmSymGru,
 }
 
 impl AggKind {
-    pub const ALL: [AggKind; 5] = [
+    pub const ALL: [AggKind; 6] = [
         AggKind::Sum,
         AggKind::Mean,
         AggKind::Max,
         AggKind::Gru,
         AggKind::Lcm,
+        AggKind::LcmSymGru,
     ];
 
     pub fn name(self) -> &'static str {
@@ -262,6 +519,7 @@ impl AggKind {
             AggKind::Max => "max",
             AggKind::Gru => "gru",
             AggKind::Lcm => "lcm",
+            AggKind::LcmSymGru => "lcm-symgru",
         }
     }
 
@@ -272,6 +530,17 @@ impl AggKind {
     pub fn from_code(c: f32) -> Option<AggKind> {
         Self::ALL.get(c as usize).copied().filter(|k| k.code() == c)
     }
+
+    /// The aggregator of a model file from its `aggregator_kind` code and tensor names. Files
+    /// written before `lcm-symgru` had a code of its own mark the GRU operator as `lcm`.
+    pub fn of_file<'a>(code: f32, mut names: impl Iterator<Item = &'a String>) -> Option<AggKind> {
+        match Self::from_code(code)? {
+            AggKind::Lcm if names.any(|k| k.ends_with("lcm.gru.weight_ih_l0")) => {
+                Some(AggKind::LcmSymGru)
+            }
+            kind => Some(kind),
+        }
+    }
 }
 
 impl std::str::FromStr for AggKind {
@@ -280,7 +549,9 @@ impl std::str::FromStr for AggKind {
         Self::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown aggregator {s:?}; expected sum, mean, max, gru or lcm"))
+            .ok_or_else(|| {
+                format!("unknown aggregator {s:?}; expected sum, mean, max, gru, lcm or lcm-symgru")
+            })
     }
 }
 
@@ -306,7 +577,9 @@ impl Aggregator {
                 GRUConfig::default(),
                 vb.pp("gru"),
             )?),
-            AggKind::Lcm => Aggregator::Lcm(Monoid::new(dim, vb.pp("lcm"))?),
+            AggKind::Lcm | AggKind::LcmSymGru => {
+                Aggregator::Lcm(Monoid::new(kind, dim, vb.pp("lcm"))?)
+            }
         })
     }
 
@@ -316,18 +589,25 @@ impl Aggregator {
             Aggregator::Mean => AggKind::Mean,
             Aggregator::Max => AggKind::Max,
             Aggregator::Gru(_) => AggKind::Gru,
-            Aggregator::Lcm(_) => AggKind::Lcm,
+            Aggregator::Lcm(m) => m.kind(),
         }
     }
 
-    /// Aggregates messages `h` (`[M, F]`, CSR order of `csr`) into `[R, F]`.
-    pub fn aggregate(&self, h: &Tensor, csr: &Csr) -> Result<Tensor> {
-        let (device, f) = (h.device(), h.dim(1)?);
+    /// Aggregates, for every row of `csr`, the sender states `x[col]` (`x` `[N, F]`, `col` indexing
+    /// its rows) into `[R, F]`. The tree and recurrent aggregators read `x` through `col` directly;
+    /// sum and mean do too at inference on the CPU ([`csr_sum_cpu`]) and otherwise gather the
+    /// messages once for candle's `index_add`.
+    pub fn aggregate(&self, x: &Tensor, csr: &Csr) -> Result<Tensor> {
+        let (device, f) = (x.device(), x.dim(1)?);
         let rows = csr.rows();
         match self {
+            Aggregator::Sum | Aggregator::Mean if cpu_inference(&[x]) => {
+                csr_sum_cpu(x, csr, matches!(self, Aggregator::Mean))
+            }
             Aggregator::Sum | Aggregator::Mean => {
+                let h = x.index_select(&u32_tensor(&csr.col, device)?, 0)?;
                 let idx = u32_tensor(&csr.row_of_entry(), device)?;
-                let sum = Tensor::zeros((rows, f), h.dtype(), device)?.index_add(&idx, h, 0)?;
+                let sum = Tensor::zeros((rows, f), h.dtype(), device)?.index_add(&idx, &h, 0)?;
                 if matches!(self, Aggregator::Sum) {
                     return Ok(sum);
                 }
@@ -337,35 +617,34 @@ impl Aggregator {
                 Ok(sum.broadcast_mul(&Tensor::from_vec(inv, (rows, 1), device)?)?)
             }
             Aggregator::Max => {
-                let zero = Tensor::zeros(f, h.dtype(), device)?;
-                tree_reduce(h, &csr.rowptr, &|a, b| a.maximum(b), &zero)
+                let zero = Tensor::zeros(f, x.dtype(), device)?;
+                tree_reduce(x, &csr.rowptr, &csr.col, &|a, b| a.maximum(b), &zero)
             }
-            Aggregator::Lcm(m) => {
-                tree_reduce(h, &csr.rowptr, &|a, b| m.combine(a, b), m.identity())
-            }
-            Aggregator::Gru(gru) => gru_reduce(gru, h, csr),
+            Aggregator::Lcm(m) => m.reduce(x, &csr.rowptr, &csr.col),
+            Aggregator::Gru(gru) => gru_reduce(gru, x, csr),
         }
     }
 }
 
-/// The recurrent baseline: the state runs over each row's entries in order. Rows are sorted by
-/// degree (descending) so that step t updates a prefix of the state; O(d_max) sequential steps.
-fn gru_reduce(gru: &GRU, h: &Tensor, csr: &Csr) -> Result<Tensor> {
-    let (device, f) = (h.device(), h.dim(1)?);
+/// The recurrent baseline: the state runs over each row's entries (rows of `x` named by `col`) in
+/// order. Rows are sorted by degree (descending) so that step t updates a prefix of the state;
+/// O(d_max) sequential steps.
+fn gru_reduce(gru: &GRU, x: &Tensor, csr: &Csr) -> Result<Tensor> {
+    let (device, f) = (x.device(), x.dim(1)?);
     let rows = csr.rows();
     let mut order: Vec<usize> = (0..rows).collect();
     order.sort_by_key(|&r| std::cmp::Reverse(csr.degree(r)));
     let d_max = order.first().map_or(0, |&r| csr.degree(r));
-    let mut state = Tensor::zeros((rows, f), h.dtype(), device)?;
+    let mut state = Tensor::zeros((rows, f), x.dtype(), device)?;
     for t in 0..d_max {
         let active = order.iter().take_while(|&&r| csr.degree(r) > t).count();
         let idx: Vec<u32> = order[..active]
             .iter()
-            .map(|&r| (csr.rowptr[r] + t) as u32)
+            .map(|&r| csr.col[csr.rowptr[r] + t])
             .collect();
-        let x = h.index_select(&u32_tensor(&idx, device)?, 0)?;
+        let input = x.index_select(&u32_tensor(&idx, device)?, 0)?;
         let s = state.narrow(0, 0, active)?;
-        let next = gru.step(&x, &GRUState { h: s })?.h;
+        let next = gru.step(&input, &GRUState { h: s })?.h;
         state = if active == rows {
             next
         } else {
@@ -397,8 +676,8 @@ impl MpLayer {
         })
     }
 
-    fn forward(&self, h: &Tensor, csr: &Csr, col: &Tensor) -> Result<Tensor> {
-        let m = self.agg.aggregate(&h.index_select(col, 0)?, csr)?;
+    fn forward(&self, h: &Tensor, csr: &Csr) -> Result<Tensor> {
+        let m = self.agg.aggregate(h, csr)?;
         Ok((self.self_lin.forward(h)? + self.nbr_lin.forward(&m)?)?.relu()?)
     }
 }
@@ -496,6 +775,60 @@ impl SetModel {
         })
     }
 
+    /// A model from a model file's tensors: the aggregator from `aggregator_kind` (or `kind`, for
+    /// checkpoints without the marker), the sizes from the encoder and decoder, the message-passing
+    /// layers from the `gnn.{i}` tensors, and how outputs are served from `output_kind` (sigmoid
+    /// when absent). Errors name what is missing or does not fit.
+    pub fn from_tensors(
+        mut tensors: std::collections::HashMap<String, Tensor>,
+        kind: Option<AggKind>,
+        device: &Device,
+    ) -> Result<(SetModel, OutputKind)> {
+        let bad = |m: String| Error::InvalidArgument(m);
+        let code = |t: Option<Tensor>| -> Result<Option<f32>> {
+            Ok(match t {
+                Some(t) => t.flatten_all()?.to_vec1::<f32>()?.first().copied(),
+                None => None,
+            })
+        };
+        let stored = code(tensors.remove("aggregator_kind"))?;
+        let kind = match (kind, stored) {
+            (Some(k), _) => k,
+            (None, Some(c)) => AggKind::of_file(c, tensors.keys())
+                .ok_or_else(|| bad(format!("unknown aggregator_kind {c}")))?,
+            (None, None) => return Err(bad("no aggregator_kind".into())),
+        };
+        let output = match code(tensors.remove("output_kind"))? {
+            None => OutputKind::Sigmoid,
+            Some(c) => {
+                OutputKind::from_code(c).ok_or_else(|| bad(format!("unknown output_kind {c}")))?
+            }
+        };
+        let dims = |t: &str| -> Result<Vec<usize>> {
+            Ok(tensors
+                .get(t)
+                .ok_or_else(|| bad(format!("no tensor {t}")))?
+                .dims()
+                .to_vec())
+        };
+        let (enc, dec) = (dims("enc.0.weight")?, dims("dec.1.weight")?);
+        let layers = (0..)
+            .take_while(|i| tensors.contains_key(&format!("gnn.{i}.self.weight")))
+            .count();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let model = SetModel::new(kind, enc[1], enc[0], dec[0], layers, vb)
+            .map_err(|e| bad(format!("weights do not fit a {} model: {e}", kind.name())))?;
+        Ok((model, output))
+    }
+
+    /// The aggregator kind (of the readout, or of the message-passing layers).
+    pub fn kind(&self) -> AggKind {
+        self.agg
+            .as_ref()
+            .or(self.layers.first().map(|l| &l.agg))
+            .map_or(AggKind::Sum, Aggregator::kind)
+    }
+
     /// Encodes the elements, `[N, in] → [N, hidden]`.
     pub fn encode(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.enc.1.forward(&self.enc.0.forward(x)?.relu()?)
@@ -517,9 +850,8 @@ impl SetModel {
     /// stack needs one row per node (`csr` from `edge_index`) and answers `[N, out]`.
     pub fn forward(&self, x: &Tensor, csr: &Csr) -> Result<Tensor> {
         let mut h = self.encode(x)?;
-        let col = u32_tensor(&csr.col, x.device())?;
         let pooled = if let Some(agg) = &self.agg {
-            agg.aggregate(&h.index_select(&col, 0)?, csr)?
+            agg.aggregate(&h, csr)?
         } else {
             if csr.rows() != h.dim(0)? {
                 return Err(Error::InvalidArgument(format!(
@@ -529,11 +861,16 @@ impl SetModel {
                 )));
             }
             for layer in &self.layers {
-                h = layer.forward(&h, csr, &col)?;
+                h = layer.forward(&h, csr)?;
             }
             h
         };
-        Ok(self.dec.1.forward(&self.dec.0.forward(&pooled)?.relu()?)?)
+        self.decode(&pooled)
+    }
+
+    /// Decoder logits `[R, out]` for pooled values `[R, hidden]`.
+    pub fn decode(&self, pooled: &Tensor) -> Result<Tensor> {
+        Ok(self.dec.1.forward(&self.dec.0.forward(pooled)?.relu()?)?)
     }
 }
 
@@ -556,6 +893,15 @@ mod tests {
         let v: Vec<f32> = (0..rows * f).map(|_| rng.random_range(-1.0..1.0)).collect();
         let t = Tensor::from_vec(v.clone(), (rows, f), &Device::Cpu).unwrap();
         (v, t)
+    }
+
+    fn max_abs(t: &Tensor) -> f32 {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     fn csr_from_degrees(degrees: &[usize]) -> Csr {
@@ -595,11 +941,11 @@ mod tests {
         let (v, h) = random(csr.entries(), f, 1);
         let zero = Tensor::zeros(f, DType::F32, &Device::Cpu).unwrap();
         // with f64 inputs the sums are exact enough to compare tightly
-        let sum = tree_reduce(&h, &csr.rowptr, &|a, b| a + b, &zero)
+        let sum = tree_reduce(&h, &csr.rowptr, &csr.col, &|a, b| a + b, &zero)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
-        let max = tree_reduce(&h, &csr.rowptr, &|a, b| a.maximum(b), &zero)
+        let max = tree_reduce(&h, &csr.rowptr, &csr.col, &|a, b| a.maximum(b), &zero)
             .unwrap()
             .to_vec2::<f32>()
             .unwrap();
@@ -631,6 +977,7 @@ mod tests {
         let max = tree_reduce(
             &h,
             &csr.rowptr,
+            &csr.col,
             &|a, b| {
                 levels.set(levels.get() + 1);
                 a.maximum(b)
@@ -649,16 +996,99 @@ mod tests {
         assert_eq!(max[0][0], want);
     }
 
+    /// A ⊕ of `kind` with random weights everywhere (a fresh sort-MLP would start as exact min).
+    fn random_monoid(kind: AggKind, dim: usize, seed: u64) -> Monoid {
+        let vm = VarMap::new();
+        Monoid::new(
+            kind,
+            dim,
+            VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        let mut k = seed;
+        let tensors = vm
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(name, v)| {
+                k += 1;
+                let (_, t) = random(v.elem_count(), 1, k);
+                (name.clone(), t.reshape(v.shape()).unwrap())
+            })
+            .collect();
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        Monoid::new(kind, dim, vb).unwrap()
+    }
+
     #[test]
-    fn lcm_operator_is_exactly_commutative() {
+    fn lcm_operators_are_exactly_commutative() {
+        for kind in [AggKind::Lcm, AggKind::LcmSymGru] {
+            let m = random_monoid(kind, 8, 10);
+            assert_eq!(m.kind(), kind);
+            let (_, a) = random(16, 8, 3);
+            let (_, b) = random(16, 8, 4);
+            let ab = m.combine(&a, &b).unwrap().to_vec2::<f32>().unwrap();
+            let ba = m.combine(&b, &a).unwrap().to_vec2::<f32>().unwrap();
+            assert_eq!(ab, ba, "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn the_fused_cpu_level_kernel_equals_candle_ops() {
+        let m = random_monoid(AggKind::Lcm, 16, 20);
+        // rows of degree 0..=300 over a shuffled index into 500 node states
+        let degrees: Vec<usize> = (0..40).map(|i| (i * i * 7) % 301).collect();
+        let mut csr = csr_from_degrees(&degrees);
+        let mut rng = ChaCha8Rng::seed_from_u64(21);
+        for c in csr.col.iter_mut() {
+            *c = rng.random_range(0..500);
+        }
+        let (_, x) = random(500, 16, 22);
+        let fused = m.reduce(&x, &csr.rowptr, &csr.col).unwrap();
+        let ops = tree_reduce(
+            &x,
+            &csr.rowptr,
+            &csr.col,
+            &|a, b| m.combine(a, b),
+            m.identity(),
+        )
+        .unwrap();
+        let scale = max_abs(&ops);
+        let diff = max_abs(&(fused - &ops).unwrap());
+        assert!(diff <= 1e-5 * scale.max(1.0), "{diff} (scale {scale})");
+        let empty = ops.get(0).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(empty, m.identity().to_vec1::<f32>().unwrap());
+    }
+
+    #[test]
+    fn a_fresh_sort_mlp_operator_is_the_elementwise_min() {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-        let m = Monoid::new(8, vb).unwrap();
-        let (_, a) = random(16, 8, 3);
-        let (_, b) = random(16, 8, 4);
-        let ab = m.combine(&a, &b).unwrap().to_vec2::<f32>().unwrap();
-        let ba = m.combine(&b, &a).unwrap().to_vec2::<f32>().unwrap();
-        assert_eq!(ab, ba);
+        let m = Monoid::new(AggKind::Lcm, 8, vb).unwrap();
+        let (a, at) = random(4, 8, 11);
+        let (b, bt) = random(4, 8, 12);
+        let got = m.combine(&at, &bt).unwrap().flatten_all().unwrap();
+        let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x.min(*y)).collect();
+        assert_eq!(got.to_vec1::<f32>().unwrap(), want);
+    }
+
+    #[test]
+    fn csr_sum_and_mean_equal_candles_index_add() {
+        let mut rng = ChaCha8Rng::seed_from_u64(30);
+        let (src, dst): (Vec<i64>, Vec<i64>) = (0..3000)
+            .map(|_| (rng.random_range(0..300), rng.random_range(0..290)))
+            .unzip();
+        let csr = Csr::from_edge_index(&src, &dst, 300).unwrap(); // rows 290..300 are empty
+        let (_, x) = random(300, 24, 31);
+        // a variable records an autograd graph, which routes through candle's ops
+        let tracked = candle_core::Var::from_tensor(&x).unwrap();
+        for agg in [Aggregator::Sum, Aggregator::Mean] {
+            let fast = agg.aggregate(&x, &csr).unwrap();
+            let ops = agg.aggregate(tracked.as_tensor(), &csr).unwrap();
+            let diff = max_abs(&(fast - ops.detach()).unwrap());
+            assert!(diff < 1e-5, "{:?}: {diff}", agg.kind());
+        }
     }
 
     #[test]
@@ -678,10 +1108,7 @@ mod tests {
             .unwrap();
             let run = |s: &[i64], d: &[i64]| {
                 let csr = Csr::from_edge_index(s, d, 8).unwrap();
-                let h = x
-                    .index_select(&u32_tensor(&csr.col, &Device::Cpu).unwrap(), 0)
-                    .unwrap();
-                agg.aggregate(&h, &csr).unwrap().to_vec2::<f32>().unwrap()
+                agg.aggregate(&x, &csr).unwrap().to_vec2::<f32>().unwrap()
             };
             let (a, b) = (run(&src, &dst), run(&ps, &pd));
             for (ra, rb) in a.iter().zip(&b) {

@@ -510,44 +510,13 @@ pub struct GraphEngine {
 impl GraphEngine {
     pub fn from_tensors(
         name: &str,
-        mut tensors: HashMap<String, Tensor>,
+        tensors: HashMap<String, Tensor>,
         device: &Device,
     ) -> Result<Self> {
-        let bad = |m: String| Error::InvalidArgument(format!("model {name}: {m}"));
-        let code = tensors
-            .remove("aggregator_kind")
-            .ok_or_else(|| bad("no aggregator_kind".into()))?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let kind = code
-            .first()
-            .and_then(|&c| lcm::AggKind::from_code(c))
-            .ok_or_else(|| bad(format!("unknown aggregator_kind {code:?}")))?;
-        let dims = |t: &str| -> Result<Vec<usize>> {
-            Ok(tensors
-                .get(t)
-                .ok_or_else(|| bad(format!("no tensor {t}")))?
-                .dims()
-                .to_vec())
-        };
-        let enc = dims("enc.0.weight")?;
-        let dec = dims("dec.1.weight")?;
-        let (hidden, in_dim, out_dim) = (enc[0], enc[1], dec[0]);
-        let layers = (0..)
-            .take_while(|i| tensors.contains_key(&format!("gnn.{i}.self.weight")))
-            .count();
-        let output = match tensors.remove("output_kind") {
-            None => lcm::OutputKind::Sigmoid,
-            Some(t) => {
-                let code = t.flatten_all()?.to_vec1::<f32>()?;
-                code.first()
-                    .and_then(|&c| lcm::OutputKind::from_code(c))
-                    .ok_or_else(|| bad(format!("unknown output_kind {code:?}")))?
-            }
-        };
-        let vb = candle_nn::VarBuilder::from_tensors(tensors, DType::F32, device);
-        let model = lcm::SetModel::new(kind, in_dim, hidden, out_dim, layers, vb)
-            .map_err(|e| bad(format!("weights do not fit a {} model: {e}", kind.name())))?;
+        let (model, output) = lcm::SetModel::from_tensors(tensors, None, device)
+            .map_err(|e| Error::InvalidArgument(format!("model {name}: {e}")))?;
+        let (kind, layers) = (model.kind(), model.layers.len());
+        let (in_dim, hidden, out_dim) = (model.in_dim, model.hidden, model.out_dim);
         let info = ModelInfo {
             name: name.to_string(),
             family: Family::Graph,

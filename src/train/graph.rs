@@ -1,5 +1,5 @@
 //! `inferd train graph`: trains a set / neighbourhood model (element encoder → aggregator → decoder)
-//! with any aggregator (sum, mean, max, gru, lcm).
+//! with any aggregator (sum, mean, max, gru, lcm, lcm-symgru).
 //!
 //! Task `second-min` (PAPERS.md §3): a multiset of 8-bit integers, each given as 8 bits (bit i =
 //! (v >> i) & 1, least significant first); the target is the 8 bits of the second-smallest element.
@@ -19,7 +19,7 @@
 use crate::io::{npy, npz};
 use crate::models::lcm::{exact_accuracy, AggKind, Csr, OutputKind, SetModel};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Optimizer, VarBuilder, VarMap};
+use candle_nn::{Optimizer, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
@@ -41,7 +41,7 @@ pub struct TrainGraphArgs {
     /// Loss for --task file: bce (0/1 targets), mse (real targets) or ce (int class ids).
     #[arg(long, value_enum, default_value = "bce")]
     pub loss: Loss,
-    /// sum, mean, max, gru or lcm.
+    /// sum, mean, max, gru, lcm (sort-MLP ⊕) or lcm-symgru (symmetrised GRU ⊕).
     #[arg(long, default_value = "lcm")]
     pub aggregator: AggKind,
     #[arg(long)]
@@ -63,6 +63,7 @@ pub struct TrainGraphArgs {
     pub min_size: usize,
     #[arg(long, default_value_t = 16)]
     pub max_size: usize,
+    /// Seed of the training data and of the initial weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, default_value_t = 500)]
@@ -303,6 +304,77 @@ pub fn evaluate(
     Ok(correct / sets as f64)
 }
 
+/// Order sensitivity of a set model on `sets` second-minimum sets of `size` elements: the share of
+/// sets whose predicted bits change when the elements are shuffled, and the mean absolute change
+/// of the bit probabilities. Zero for order-free aggregators (sum, max).
+pub fn order_sensitivity(model: &SetModel, size: usize, sets: usize) -> anyhow::Result<(f64, f64)> {
+    use rand::seq::SliceRandom;
+    let mut rng = ChaCha8Rng::seed_from_u64(77);
+    let (x, batch, _) = second_min_batch(sets, size..=size, &mut rng);
+    let mut perm: Vec<usize> = (0..batch.len()).collect();
+    perm.shuffle(&mut rng);
+    let xs: Vec<f32> = perm
+        .iter()
+        .flat_map(|&i| x[i * 8..(i + 1) * 8].to_vec())
+        .collect();
+    let bs: Vec<i64> = perm.iter().map(|&i| batch[i]).collect();
+    let probs = |x: Vec<f32>, b: &[i64]| -> anyhow::Result<Vec<f32>> {
+        let logits = model.forward(
+            &Tensor::from_vec(x, (b.len(), 8), &Device::Cpu)?,
+            &Csr::from_batch(b)?,
+        )?;
+        Ok(candle_nn::ops::sigmoid(&logits)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
+    };
+    let (a, b) = (probs(x, &batch)?, probs(xs, &bs)?);
+    let changed = a
+        .chunks_exact(8)
+        .zip(b.chunks_exact(8))
+        .filter(|(p, q)| p.iter().zip(*q).any(|(u, v)| (*u > 0.5) != (*v > 0.5)))
+        .count();
+    let mean_abs = a
+        .iter()
+        .zip(&b)
+        .map(|(u, v)| (u - v).abs() as f64)
+        .sum::<f64>()
+        / a.len() as f64;
+    Ok((changed as f64 / sets as f64, mean_abs))
+}
+
+/// How well the learned identity e of a set model's LCM readout acts as one on the pooled values r
+/// of `sets` second-minimum sets of `size` elements: the largest ‖e ⊕ r − r‖ / ‖r‖, and the share of
+/// sets whose answer changes when e is combined into the pooled value. `None` without an LCM
+/// readout.
+pub fn identity_error(
+    model: &SetModel,
+    size: usize,
+    sets: usize,
+) -> anyhow::Result<Option<(f64, f64)>> {
+    let Some(agg @ crate::models::lcm::Aggregator::Lcm(m)) = &model.agg else {
+        return Ok(None);
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(78);
+    let (x, batch, _) = second_min_batch(sets, size..=size, &mut rng);
+    let x = Tensor::from_vec(x, (batch.len(), 8), &Device::Cpu)?;
+    let r = agg.aggregate(&model.encode(&x)?, &Csr::from_batch(&batch)?)?;
+    let e = m
+        .identity()
+        .unsqueeze(0)?
+        .broadcast_as(r.shape())?
+        .contiguous()?;
+    let er = m.combine(&e, &r)?;
+    let rel = ((&er - &r)?.sqr()?.sum(1)?.sqrt()? / r.sqr()?.sum(1)?.sqrt()?)?
+        .max(0)?
+        .to_scalar::<f32>()? as f64;
+    let answers = |h: &Tensor| -> anyhow::Result<Vec<Vec<u8>>> {
+        Ok(model.decode(h)?.gt(0.0)?.to_vec2::<u8>()?)
+    };
+    let (a, b) = (answers(&r)?, answers(&er)?);
+    let changed = a.iter().zip(&b).filter(|(p, q)| p != q).count();
+    Ok(Some((rel, changed as f64 / sets as f64)))
+}
+
 /// Writes the weights and the aggregator marker.
 pub fn save(
     varmap: &VarMap,
@@ -341,7 +413,7 @@ pub fn run(args: TrainGraphArgs) -> anyhow::Result<()> {
     );
     let device = crate::models::select_device(&args.device)?;
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let vb = super::seeded_var_builder(&varmap, args.seed, &device);
     let model = SetModel::new(args.aggregator, 8, args.hidden, 8, 0, vb)?;
     let ckpt = super::Checkpoint::beside(&args.out);
     let start = ckpt.resume(args.resume, |p| Ok(varmap.clone().load(p)?))?;
@@ -479,7 +551,7 @@ fn run_files(args: TrainGraphArgs) -> anyhow::Result<()> {
     );
     let device = crate::models::select_device(&args.device)?;
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let vb = super::seeded_var_builder(&varmap, args.seed, &device);
     let model = SetModel::new(args.aggregator, features, args.hidden, out_dim, layers, vb)?;
     let ckpt = super::Checkpoint::beside(&args.out);
     let start = ckpt.resume(args.resume, |p| Ok(varmap.clone().load(p)?))?;

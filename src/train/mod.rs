@@ -89,3 +89,95 @@ pub fn cosine_lr(lr: f64, step: usize, steps: usize) -> f64 {
     let t = step as f64 / steps.max(1) as f64;
     lr * (0.05 + 0.95 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
 }
+
+/// A variable builder that creates a model's variables in `varmap` with candle's initialisers
+/// (the hints each layer asks for: constant, uniform, normal, Kaiming) drawn from a generator seeded
+/// with `seed`, so that `--seed` fixes the initial weights as well as the data (candle's own CPU
+/// generator cannot be seeded). Variables already in `varmap` are returned as they are.
+pub fn seeded_var_builder(
+    varmap: &candle_nn::VarMap,
+    seed: u64,
+    device: &candle_core::Device,
+) -> candle_nn::VarBuilder<'static> {
+    let backend = SeededInit {
+        varmap: varmap.clone(),
+        rng: std::sync::Mutex::new(
+            <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed ^ 0x1417),
+        ),
+    };
+    candle_nn::VarBuilder::from_backend(Box::new(backend), candle_core::DType::F32, device.clone())
+}
+
+struct SeededInit {
+    varmap: candle_nn::VarMap,
+    rng: std::sync::Mutex<rand_chacha::ChaCha8Rng>,
+}
+
+impl candle_nn::var_builder::SimpleBackend for SeededInit {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        init: candle_nn::Init,
+        dtype: candle_core::DType,
+        device: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        use candle_nn::init::NormalOrUniform;
+        use candle_nn::Init;
+        use rand::Rng;
+        let mut vars = self.varmap.data().lock().unwrap();
+        if let Some(v) = vars.get(name) {
+            if v.shape() != &shape {
+                candle_core::bail!("shape mismatch on {name}: {shape:?} <> {:?}", v.shape());
+            }
+            return Ok(v.as_tensor().clone());
+        }
+        let n = shape.elem_count();
+        let mut rng = self.rng.lock().unwrap();
+        let uniform = |rng: &mut rand_chacha::ChaCha8Rng, lo: f64, up: f64| -> Vec<f32> {
+            (0..n)
+                .map(|_| (lo + (up - lo) * rng.random::<f64>()) as f32)
+                .collect()
+        };
+        let normal = |rng: &mut rand_chacha::ChaCha8Rng, mean: f64, std: f64| -> Vec<f32> {
+            let d = rand_distr::Normal::new(mean, std).expect("finite standard deviation");
+            (0..n).map(|_| rng.sample(d) as f32).collect()
+        };
+        let values = match init {
+            Init::Const(c) => vec![c as f32; n],
+            Init::Uniform { lo, up } => uniform(&mut rng, lo, up),
+            Init::Randn { mean, stdev } => normal(&mut rng, mean, stdev),
+            Init::Kaiming {
+                dist,
+                fan,
+                non_linearity,
+            } => {
+                let std = non_linearity.gain() / (fan.for_shape(&shape) as f64).sqrt();
+                match dist {
+                    NormalOrUniform::Uniform => {
+                        let bound = 3f64.sqrt() * std;
+                        uniform(&mut rng, -bound, bound)
+                    }
+                    NormalOrUniform::Normal => normal(&mut rng, 0.0, std),
+                }
+            }
+        };
+        let t = candle_core::Tensor::from_vec(values, shape, device)?.to_dtype(dtype)?;
+        let var = candle_core::Var::from_tensor(&t)?;
+        vars.insert(name.to_string(), var.clone());
+        Ok(var.as_tensor().clone())
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        _: candle_core::DType,
+        _: &candle_core::Device,
+    ) -> candle_core::Result<candle_core::Tensor> {
+        candle_core::bail!("{name}: a variable needs its shape and initialiser")
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.varmap.data().lock().unwrap().contains_key(name)
+    }
+}

@@ -12,7 +12,7 @@ use crate::mri::radial::{RadialOperator, RadialSlice};
 use crate::mri::traj::{Radial, SpokeAngles};
 use crate::mri::{dc::DcMode, masks, metrics, recon};
 use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{Optimizer, VarBuilder, VarMap};
+use candle_nn::{Optimizer, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::HashMap;
@@ -143,6 +143,7 @@ pub struct ExampleArgs {
     /// Fraction of folder images when --images is given.
     #[arg(long, default_value_t = 0.5)]
     pub images_fraction: f32,
+    /// Seed of the training data and of the initial weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -230,7 +231,7 @@ pub fn run(args: TrainReconArgs) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let vb = super::seeded_var_builder(&varmap, d.seed, &device);
     let config = ReconResNetConfig {
         width: args.width,
         res_blocks: args.blocks,

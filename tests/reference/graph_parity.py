@@ -21,7 +21,7 @@ sizes = np.array([1, 2, 3, 7, 16, 33, 40, 5])
 vals = np.concatenate([rng.integers(0, 256, s) for s in sizes])
 x = torch.from_numpy(bits(vals))
 seg = torch.from_numpy(np.repeat(np.arange(len(sizes)), sizes))
-for kind in ("sum", "max", "gru", "lcm"):
+for kind in ("sum", "max", "gru", "lcm", "lcm-symgru"):
     torch.manual_seed(1)
     m = SetModel(kind, 32)
     with torch.no_grad():
