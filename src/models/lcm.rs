@@ -208,6 +208,22 @@ fn tree_reduce_levels(
     Ok(mask.where_cond(&empty.unsqueeze(0)?.broadcast_as(out.shape())?, &out)?)
 }
 
+/// A linear layer initialised like PyTorch's `nn.Linear` (weight and bias uniform in ±1/√in), so
+/// that `inferd train graph` starts where `scripts/train_graph_torch.py` does (candle's own
+/// `linear` draws weights with a 2.4× larger spread, which trains the set model visibly slower).
+/// Stored weights load as they are.
+fn torch_linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle_core::Result<Linear> {
+    let bound = 1.0 / (in_dim as f64).sqrt();
+    let init = candle_nn::Init::Uniform {
+        lo: -bound,
+        up: bound,
+    };
+    Ok(Linear::new(
+        vb.get_with_hints((out_dim, in_dim), "weight", init)?,
+        Some(vb.get_with_hints(out_dim, "bias", init)?),
+    ))
+}
+
 /// How ⊕ combines two latent vectors; both are exactly commutative by construction.
 pub enum Operator {
     /// a ⊕ b = lo + W₂ relu(W₁ [lo; hi] + b₁) + b₂ with lo = min(a, b), hi = max(a, b) elementwise
@@ -242,7 +258,7 @@ impl Monoid {
             let zero = candle_nn::Init::Const(0.0);
             let outer = vb.pp("mlp.1");
             Operator::SortMlp {
-                inner: candle_nn::linear(2 * dim, dim, vb.pp("mlp.0"))?,
+                inner: torch_linear(2 * dim, dim, vb.pp("mlp.0"))?,
                 outer: Linear::new(
                     outer.get_with_hints((dim, dim), "weight", zero)?,
                     Some(outer.get_with_hints(dim, "bias", zero)?),
@@ -670,8 +686,8 @@ pub struct MpLayer {
 impl MpLayer {
     fn new(kind: AggKind, hidden: usize, vb: VarBuilder) -> candle_core::Result<Self> {
         Ok(MpLayer {
-            self_lin: candle_nn::linear(hidden, hidden, vb.pp("self"))?,
-            nbr_lin: candle_nn::linear(hidden, hidden, vb.pp("nbr"))?,
+            self_lin: torch_linear(hidden, hidden, vb.pp("self"))?,
+            nbr_lin: torch_linear(hidden, hidden, vb.pp("nbr"))?,
             agg: Aggregator::new(kind, hidden, vb.pp("agg"))?,
         })
     }
@@ -754,8 +770,8 @@ impl SetModel {
     ) -> candle_core::Result<Self> {
         Ok(SetModel {
             enc: (
-                candle_nn::linear(in_dim, hidden, vb.pp("enc.0"))?,
-                candle_nn::linear(hidden, hidden, vb.pp("enc.1"))?,
+                torch_linear(in_dim, hidden, vb.pp("enc.0"))?,
+                torch_linear(hidden, hidden, vb.pp("enc.1"))?,
             ),
             agg: if layers == 0 {
                 Some(Aggregator::new(kind, hidden, vb.pp("agg"))?)
@@ -766,8 +782,8 @@ impl SetModel {
                 .map(|i| MpLayer::new(kind, hidden, vb.pp(format!("gnn.{i}"))))
                 .collect::<candle_core::Result<_>>()?,
             dec: (
-                candle_nn::linear(hidden, hidden, vb.pp("dec.0"))?,
-                candle_nn::linear(hidden, out_dim, vb.pp("dec.1"))?,
+                torch_linear(hidden, hidden, vb.pp("dec.0"))?,
+                torch_linear(hidden, out_dim, vb.pp("dec.1"))?,
             ),
             in_dim,
             hidden,

@@ -197,6 +197,15 @@ pub fn read_graph(path: &std::path::Path, loss: Loss) -> anyhow::Result<GraphDat
     })
 }
 
+/// Mean binary cross-entropy of sigmoid(`logits`) against 0/1 `targets`, in the stable form
+/// max(x, 0) − x·y + log(1 + e^−|x|): finite for any finite logit (candle's
+/// `binary_cross_entropy_with_logit` takes log(sigmoid(x)), which is −∞ once sigmoid rounds to 0 or
+/// 1, and a confident model then trains into NaN).
+pub fn bce_with_logits(logits: &Tensor, targets: &Tensor) -> candle_core::Result<Tensor> {
+    let softplus = ((logits.abs()?.neg()?.exp()? + 1.0)?.log()? + logits.relu()?)?;
+    (softplus - (logits * targets)?)?.mean_all()
+}
+
 /// Loss of `logits` (`[R, out]`) against a file's targets.
 fn file_loss(logits: &Tensor, g: &GraphData, loss: Loss) -> anyhow::Result<Tensor> {
     let rows = g.csr.rows();
@@ -206,7 +215,7 @@ fn file_loss(logits: &Tensor, g: &GraphData, loss: Loss) -> anyhow::Result<Tenso
             let ids: Vec<u32> = g.targets.iter().map(|&c| c as u32).collect();
             candle_nn::loss::cross_entropy(logits, &Tensor::from_vec(ids, rows, device)?)?
         }
-        Loss::Bce => candle_nn::loss::binary_cross_entropy_with_logit(
+        Loss::Bce => bce_with_logits(
             logits,
             &Tensor::from_vec(g.targets.clone(), (rows, g.target_dim), device)?,
         )?,
@@ -429,7 +438,7 @@ pub fn run(args: TrainGraphArgs) -> anyhow::Result<()> {
         let xt = Tensor::from_vec(x, (batch.len(), 8), &device)?;
         let yt = Tensor::from_vec(y, (args.batch, 8), &device)?;
         let logits = model.forward(&xt, &csr)?;
-        let loss = candle_nn::loss::binary_cross_entropy_with_logit(&logits, &yt)?;
+        let loss = bce_with_logits(&logits, &yt)?;
         let loss = add_regularisers(&model, &xt, loss, args.assoc_weight, &mut rng)?;
         let a = optimise(&mut opt, &loss, &mut avg, 0.98, &bar)?;
         let done = step + 1;
@@ -603,4 +612,19 @@ fn run_files(args: TrainGraphArgs) -> anyhow::Result<()> {
         describe(&model)?
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_cross_entropy_is_finite_for_confident_logits() {
+        let x = Tensor::new(&[[0.0f32, 200.0, -200.0, 2.0]], &Device::Cpu).unwrap();
+        let y = Tensor::new(&[[1.0f32, 0.0, 0.0, 1.0]], &Device::Cpu).unwrap();
+        // per element: ln 2, 200, e^-200 ≈ 0, ln(1 + e^-2)
+        let want = (std::f64::consts::LN_2 + 200.0 + (1.0 + (-2f64).exp()).ln()) / 4.0;
+        let got = bce_with_logits(&x, &y).unwrap().to_scalar::<f32>().unwrap() as f64;
+        assert!((got - want).abs() < 1e-4, "{got} vs {want}");
+    }
 }
