@@ -241,6 +241,9 @@ pub struct Monoid {
     op: Operator,
     identity: Tensor,
     dim: usize,
+    /// The sort-MLP weights laid out for the CPU kernel, made at the first fused reduction (only
+    /// fixed weights reach it: autograd variables take candle's ops).
+    cpu_kernel: std::sync::OnceLock<SortMlpKernel>,
 }
 
 impl Monoid {
@@ -266,7 +269,12 @@ impl Monoid {
             }
         };
         let identity = vb.get_with_hints(dim, "identity", candle_nn::Init::Const(0.0))?;
-        Ok(Monoid { op, identity, dim })
+        Ok(Monoid {
+            op,
+            identity,
+            dim,
+            cpu_kernel: std::sync::OnceLock::new(),
+        })
     }
 
     pub fn kind(&self) -> AggKind {
@@ -304,7 +312,13 @@ impl Monoid {
     pub fn reduce(&self, x: &Tensor, rowptr: &[usize], index: &[u32]) -> Result<Tensor> {
         if let Operator::SortMlp { inner, outer } = &self.op {
             if cpu_inference(&[x, inner.weight(), outer.weight(), &self.identity]) {
-                let kernel = SortMlpKernel::new(inner, outer)?;
+                let kernel = match self.cpu_kernel.get() {
+                    Some(k) => k,
+                    None => {
+                        let k = SortMlpKernel::new(inner, outer)?;
+                        self.cpu_kernel.get_or_init(|| k)
+                    }
+                };
                 let level = |v: &Tensor, l: &[u32], r: &[u32], c: &[u32]| kernel.level(v, l, r, c);
                 return tree_reduce_levels(x, rowptr, index, &level, &self.identity);
             }
@@ -450,12 +464,14 @@ fn sort_mlp_level(k: &SortMlpKernel, v: &[f32], left: &[u32], right: &[u32], out
     use rayon::prelude::*;
     const CHUNK: usize = 128;
     let (f, h) = (k.f, k.hidden);
-    out.par_chunks_mut(CHUNK * f)
-        .enumerate()
-        .for_each(|(c, out)| {
+    out.par_chunks_mut(CHUNK * f).enumerate().for_each_init(
+        || (Vec::new(), Vec::new()),
+        |(sorted, z), (c, out)| {
             let n = out.len() / f;
             let (l, r) = (&left[c * CHUNK..][..n], &right[c * CHUNK..][..n]);
-            let mut sorted = vec![0f32; n * 2 * f];
+            // every value of both buffers is written before it is read
+            sorted.resize(n * 2 * f, 0f32);
+            z.resize(n * h, 0f32);
             for ((row, &a), &b) in sorted.chunks_exact_mut(2 * f).zip(l).zip(r) {
                 let (a, b) = (&v[a as usize * f..][..f], &v[b as usize * f..][..f]);
                 let (lo, hi) = row.split_at_mut(f);
@@ -464,7 +480,6 @@ fn sort_mlp_level(k: &SortMlpKernel, v: &[f32], left: &[u32], right: &[u32], out
                     hi[j] = a[j].max(b[j]);
                 }
             }
-            let mut z = vec![0f32; n * h];
             // SAFETY: the buffers hold n×2F, 2F×H, n×H, H×F and n×F values as the calls state.
             unsafe {
                 crate::models::cpu_conv::matmul(
@@ -502,7 +517,8 @@ fn sort_mlp_level(k: &SortMlpKernel, v: &[f32], left: &[u32], right: &[u32], out
                     *o += lo + b;
                 }
             }
-        });
+        },
+    );
 }
 
 /// Which aggregator a model uses.
