@@ -32,8 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The shipped default reconstruction model is embedded in the binary when present, so that
     // `inferd serve` works from any directory and inside a container without extra files.
     println!("cargo::rustc-check-cfg=cfg(inferd_embedded_recon)");
-    println!("cargo:rerun-if-changed=models/recon-lite.safetensors");
-    if std::path::Path::new("models/recon-lite.safetensors").exists() {
+    println!("cargo:rerun-if-changed=models/recon-unrolled.safetensors");
+    if std::path::Path::new("models/recon-unrolled.safetensors").exists() {
         println!("cargo:rustc-cfg=inferd_embedded_recon");
     }
     println!("cargo::rustc-check-cfg=cfg(inferd_embedded_radial)");

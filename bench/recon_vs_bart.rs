@@ -12,7 +12,9 @@
 
 use candle_core::Device;
 use inferd::io::cfl;
-use inferd::models::{ReconEngine, WeightsSource, EMBEDDED_RADIAL, EMBEDDED_RECON};
+use inferd::models::{
+    Engine, Input, Output, ReconEngine, WeightsSource, EMBEDDED_RADIAL, EMBEDDED_RECON,
+};
 use inferd::mri::radial::{RadialOperator, RadialSlice};
 use inferd::mri::traj::{Radial, SpokeAngles};
 use inferd::mri::{dc::DcMode, masks, metrics, phantom, recon};
@@ -86,7 +88,11 @@ fn main() -> anyhow::Result<()> {
             embedded.ok_or_else(|| anyhow::anyhow!("no embedded model; pass --weights"))?,
         ),
     };
-    let model = if radial { "recon-radial" } else { "recon-lite" };
+    let model = if radial {
+        "recon-radial"
+    } else {
+        "recon-unrolled"
+    };
     let n_syn: usize = flag("--synthetic")
         .map(|s| s.parse())
         .transpose()?
@@ -123,8 +129,10 @@ fn main() -> anyhow::Result<()> {
         };
         let op = if radial {
             let traj = Radial::oversampled(n, setting as usize, SpokeAngles::GoldenAngle)?;
+            // BART's first coordinate along its first dimension, which inferd's cfl reader puts
+            // along the columns (memory order): the NUFFT's order [kx, ky] for these images.
             let coords: Vec<Complex32> = traj
-                .coords()
+                .nufft_coords()
                 .iter()
                 .flat_map(|&[kx, ky]| [kx, ky, 0.0].map(|v| Complex32::new(v, 0.0)))
                 .collect();
@@ -170,16 +178,19 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             let t = Instant::now();
-            let p = recon::prepare(slice)?;
+            recon::prepare(slice.clone())?;
             let zf_secs = t.elapsed().as_secs_f64();
-            let out_net = engine.run_network(&[p.net_input.as_slice()], n, n)?;
-            // Each sampling's default data consistency, as the server applies it.
-            let dc = if radial {
-                inferd::mri::dc::RADIAL_DEFAULT
-            } else {
-                DcMode::Hard
+            // The whole served pipeline with the model's own data consistency.
+            let t = Instant::now();
+            let Some(Output::Recon(out)) = engine
+                .run(vec![Input::Recon {
+                    slice,
+                    dc: DcMode::Model,
+                }])?
+                .pop()
+            else {
+                anyhow::bail!("no reconstruction")
             };
-            let out = recon::finish(p, &out_net[0], dc)?;
             let ours_secs = t.elapsed().as_secs_f64();
             zf.add(&gt, &out.zero_filled, n, zf_secs);
             ours.add(&gt, &out.magnitude, n, ours_secs);

@@ -96,10 +96,7 @@ pub fn bench_recon(args: &BenchReconArgs) -> anyhow::Result<ReconBench> {
                 ReconResNet::from_tensors(tensors, &device).map_err(anyhow::Error::msg)?
             }
             None => {
-                let config = ReconResNetConfig {
-                    width: args.width,
-                    res_blocks: args.blocks,
-                };
+                let config = ReconResNetConfig::magnitude(args.width, args.blocks);
                 ReconResNet::from_tensors(config.random_weights(&device)?, &device)
                     .map_err(anyhow::Error::msg)?
             }

@@ -173,8 +173,8 @@ for i in range(n):
     assert [float(v) for v in ds.PixelSpacing] == [3.0, 2.0], ds.PixelSpacing
     assert abs(float(ds.SliceThickness) - 4.0) < 1e-9
     assert float(ds.MagneticFieldStrength) == 3.0 and float(ds.EchoTime) == 30.0
-    assert "recon-lite" in ds.SeriesDescription and "R=" in ds.SeriesDescription, ds.SeriesDescription
-    assert "recon-lite" in ds.DerivationDescription
+    assert "recon-unrolled" in ds.SeriesDescription and "R=" in ds.SeriesDescription, ds.SeriesDescription
+    assert "recon-unrolled" in ds.DerivationDescription
     assert ds.Rows == 64 and ds.Columns == 64 and ds.BitsStored == 16
     assert 0 < float(ds.WindowWidth) <= 65536
     series.add(ds.SeriesInstanceUID)

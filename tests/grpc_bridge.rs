@@ -281,7 +281,7 @@ async fn streaming_bridge_sends_ordered_chunks_and_trajectories() {
     let s = collect(
         &mut c,
         pb::BridgeRequest {
-            model: "recon-lite".into(),
+            model: "recon-unrolled".into(),
             x: Some(tensor::encode_f32(&[1, 2], &[0.0; 2])),
             ..Default::default()
         },
@@ -289,5 +289,24 @@ async fn streaming_bridge_sends_ordered_chunks_and_trajectories() {
     .await
     .unwrap_err();
     assert_eq!(s.code(), Code::InvalidArgument, "{}", s.message());
+    // A shape whose element count wraps around (2^62 rows of 2 values, no data) is refused and the
+    // server stays up (it used to abort on a 64 TiB allocation).
+    let huge = pb::Tensor {
+        shape: vec![1 << 62, 2],
+        dtype: pb::DataType::Float32 as i32,
+        data: Vec::new(),
+    };
+    let s = collect(
+        &mut c,
+        pb::BridgeRequest {
+            x: Some(huge),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(s.code(), Code::InvalidArgument, "{}", s.message());
+    assert!(s.message().contains("overflows"), "{}", s.message());
+    assert_eq!(collect(&mut c, req(128, None)).await.unwrap().1, all);
     server.stop().await;
 }

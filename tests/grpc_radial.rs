@@ -23,7 +23,7 @@ const N: usize = 256;
 const SPOKES: usize = 60;
 const READOUT: usize = 2 * N;
 
-/// BART's phantoms on a golden-angle trajectory: (trajectory [kx, ky], k-space [coils, samples], the
+/// BART's phantoms on a golden-angle trajectory: (trajectory [k0, k1], k-space [coils, samples], the
 /// Cartesian ground truth's root-sum-of-squares) per phantom.
 struct BartRadial {
     coords: Vec<[f32; 2]>,
@@ -61,7 +61,10 @@ fn bart_radial(ncoils: usize) -> BartRadial {
         common::bart(&args, d);
         let (_, _, _, _, mut k) = cfl::to_slices(&cfl::read(&d.join(&cart)).unwrap()).unwrap();
         fft::ifft2c(&mut k, N, N);
-        truth.push(coils::rss(&k, N * N));
+        // inferd's cfl reader keeps BART's memory order (BART's first dimension along the columns);
+        // trajectories pair their first coordinate with the image's first axis (rows), as BART's
+        // arrays read by Python's `cfl.readcfl`: the served image is the transpose of that layout.
+        truth.push(inferd::mri::masks::transpose(&coils::rss(&k, N * N), N, N));
     }
     BartRadial {
         coords,

@@ -160,7 +160,7 @@ async fn unary_slice_keeps_the_input_intensity_scale() {
     assert!(
         models
             .iter()
-            .any(|m| m.is_default && m.name == "recon-lite" && m.parameters > 0),
+            .any(|m| m.is_default && m.name == "recon-unrolled" && m.parameters > 0),
         "{models:?}"
     );
     for scale in [1.0f32, 1000.0] {

@@ -111,5 +111,5 @@ fn full_size_model_matches_pytorch_at_320_batch_4() {
 #[test]
 fn shipped_models_match_pytorch() {
     parity_with(32, 6, 256, 2, 6, Some("recon-lite.safetensors"));
-    parity_with(32, 6, 100, 1, 7, Some("recon-radial.safetensors"));
+    parity_with(32, 6, 100, 1, 7, Some("recon-radial-v1.safetensors"));
 }

@@ -130,7 +130,7 @@ async fn kserve_metadata_infer_stream_and_compression() {
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
     assert!(
-        unknown.message().contains("recon-lite"),
+        unknown.message().contains("recon-unrolled"),
         "{}",
         unknown.message()
     );
@@ -195,14 +195,14 @@ async fn kserve_metadata_infer_stream_and_compression() {
             &text,
             &[
                 "inferd_requests_total",
-                "model=\"recon-lite\"",
+                "model=\"recon-unrolled\"",
                 "protocol=\"kserve\"",
                 "code=\"OK\""
             ]
         ) >= 5.0,
         "{text}"
     );
-    assert!(metric(&text, &["inferd_batch_size_count", "recon-lite"]) >= 1.0);
+    assert!(metric(&text, &["inferd_batch_size_count", "recon-unrolled"]) >= 1.0);
     assert!(text.contains("inferd_queue_seconds_bucket"));
     assert!(text.contains("inferd_compute_seconds_sum"));
     assert!(text.contains("inferd_inflight_requests"));
@@ -423,11 +423,11 @@ async fn work_past_its_deadline_never_reaches_the_device() {
 
     finish(blockers).await;
     let text = server.metrics();
-    let dropped = metric(&text, &["inferd_dropped_total", "recon-lite"]);
+    let dropped = metric(&text, &["inferd_dropped_total", "recon-unrolled"]);
     assert!(dropped >= 2.0, "{text}");
     // Only the two slow requests (and nothing dropped) ran on the device.
     assert_eq!(
-        metric(&text, &["inferd_batch_size_count", "recon-lite"]),
+        metric(&text, &["inferd_batch_size_count", "recon-unrolled"]),
         2.0,
         "{text}"
     );

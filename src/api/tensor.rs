@@ -27,20 +27,26 @@ fn check(t: &Tensor, what: &str, dtype: DataType, shape: &[usize], layout: &str)
             "{what} has shape {got:?}, expected {want:?} {layout}"
         ));
     }
-    let n: usize = shape.iter().product();
     let elem = match dtype {
         DataType::Complex64 => 8,
         _ => 4,
     };
+    // Sizes are the client's: a product that overflows is refused, never wrapped.
+    let (n, bytes) = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .and_then(|n| Some((n, n.checked_mul(elem)?)))
+        .ok_or_else(|| {
+            invalid!("{what} has shape {want:?}, whose element count overflows; expected {layout}")
+        })?;
     if n == 0 {
         return Err(invalid!("{what} is empty, expected {want:?} {layout}"));
     }
-    if t.data.len() != n * elem {
+    if t.data.len() != bytes {
         return Err(invalid!(
-            "{what} carries {} bytes, shape {want:?} of {} needs {}",
+            "{what} carries {} bytes, shape {want:?} of {} needs {bytes}",
             t.data.len(),
             dtype.as_str_name(),
-            n * elem
         ));
     }
     Ok(n)
@@ -146,6 +152,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("non-finite"));
+        // A shape whose product wraps around (2^62 × 2 × 4 bytes = 2^66) with no data is refused.
+        let huge = Tensor {
+            shape: vec![1 << 62, 2],
+            dtype: DataType::Float32 as i32,
+            data: Vec::new(),
+        };
+        assert!(decode_f32(&huge, "x", &[1 << 62, 2], "")
+            .unwrap_err()
+            .to_string()
+            .contains("overflows"));
         let mut short = encode_f32(&[2], &[1.0, 2.0]);
         short.data.pop();
         assert!(decode_f32(&short, "m", &[2], "")

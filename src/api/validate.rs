@@ -102,51 +102,24 @@ pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconP
         Some(Kind::Radial(r)) => trajectory = Some(radial(r, ny, nx, limits)?),
         Some(Kind::Trajectory(t)) => trajectory = Some(coordinates(t, ny, nx, limits)?),
     }
-    let default_dc = if trajectory.is_some() {
-        crate::mri::dc::RADIAL_DEFAULT
-    } else {
-        DcMode::Hard
-    };
     let dc = match h.data_consistency.as_ref() {
-        None => default_dc,
+        None => DcMode::Model,
         Some(d) => {
-            let lambda = || {
-                if d.lambda.is_finite() && d.lambda > 0.0 {
-                    Ok(d.lambda)
-                } else {
-                    Err(invalid!(
-                        "soft and CG data consistency need lambda > 0, got {}",
-                        d.lambda
-                    ))
-                }
-            };
-            let iterations = |default: usize| match d.iterations {
-                0 => Ok(default),
-                n @ 1..=50 => Ok(n as usize),
-                n => Err(invalid!(
-                    "CG data consistency iterations is {n}, expected 1 to 50 (0 = {default})"
-                )),
-            };
-            match Mode::try_from(d.mode) {
-                Ok(Mode::Unspecified) => default_dc,
-                Ok(Mode::Hard) => DcMode::Hard,
-                Ok(Mode::Off) => DcMode::Off,
-                Ok(Mode::Soft) => DcMode::Soft { lambda: lambda()? },
-                Ok(Mode::Cg) => DcMode::Cg {
-                    lambda: lambda()?,
-                    iterations: iterations(5)?,
-                },
-                Ok(Mode::Sense) => DcMode::Sense {
-                    lambda: lambda()?,
-                    iterations: iterations(10)?,
-                },
+            let mode = match Mode::try_from(d.mode) {
+                Ok(Mode::Unspecified) => "model",
+                Ok(Mode::Hard) => "hard",
+                Ok(Mode::Off) => "off",
+                Ok(Mode::Soft) => "soft",
+                Ok(Mode::Cg) => "cg",
+                Ok(Mode::Sense) => "sense",
                 Err(_) => {
                     return Err(invalid!(
                         "unknown data consistency mode {}; expected HARD, SOFT, OFF, CG or SENSE",
                         d.mode
                     ))
                 }
-            }
+            };
+            DcMode::parse(mode, Some(d.lambda as f64), Some(d.iterations as i64))?
         }
     };
     if h.request_id.len() > 128 {
@@ -175,16 +148,7 @@ pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconP
         return_complex: h.return_complex,
         return_zero_filled: h.return_zero_filled,
         request_id: h.request_id.clone(),
-        priority: match pb::Priority::try_from(h.priority) {
-            Ok(pb::Priority::High) => Priority::High,
-            Ok(pb::Priority::Normal) => Priority::Normal,
-            Err(_) => {
-                return Err(invalid!(
-                    "unknown priority {}; expected PRIORITY_NORMAL or PRIORITY_HIGH",
-                    h.priority
-                ))
-            }
-        },
+        priority: priority(h.priority)?,
     })
 }
 
@@ -262,7 +226,7 @@ pub fn coordinates(
         [m, 2] if m >= 1 && m <= limits.max_trajectory_samples => {}
         _ => {
             return Err(invalid!(
-                "trajectory has shape {shape:?}, expected [samples, 2] FLOAT32 (kx, ky) with 1 to {} samples",
+                "trajectory has shape {shape:?}, expected [samples, 2] FLOAT32 (k0 along H, k1 along W) with 1 to {} samples",
                 limits.max_trajectory_samples
             ))
         }
@@ -270,10 +234,35 @@ pub fn coordinates(
     trajectory(v.chunks_exact(2).map(|c| [c[0], c[1]]).collect(), n)
 }
 
-/// User-supplied `[kx, ky]` coordinates for an `n × n` image, checked to lie on the grid.
+/// The scheduling priority of an inferd API request (`Priority` enum value).
+pub fn priority(p: i32) -> Result<Priority> {
+    match pb::Priority::try_from(p) {
+        Ok(pb::Priority::High) => Ok(Priority::High),
+        Ok(pb::Priority::Normal) => Ok(Priority::Normal),
+        Err(_) => Err(invalid!(
+            "unknown priority {p}; expected PRIORITY_NORMAL (0) or PRIORITY_HIGH (1)"
+        )),
+    }
+}
+
+/// User-supplied coordinates `[k0, k1]` for an `n × n` image (grid units; `k0` along the image's first
+/// axis H, `k1` along W: BART's first and second dimension as `cfl.readcfl` returns its arrays), checked
+/// to lie on the grid, in the NUFFT's order.
 pub fn trajectory(coords: Vec<[f32; 2]>, n: usize) -> Result<TrajectorySpec> {
-    traj::validate(&coords, n, n)?;
-    Ok(TrajectorySpec::Coords(Arc::new(coords)))
+    let h = n as f64 / 2.0;
+    for (i, pair) in coords.iter().enumerate() {
+        for (c, axis) in [(0, "H"), (1, "W")] {
+            let v = pair[c];
+            if !(v.is_finite() && (-h..h).contains(&(v as f64))) {
+                return Err(invalid!(
+                    "trajectory sample {i}: k{c} (along {axis}) is {v}; expected a finite coordinate with -{h} <= k{c} < {h} for a {n}x{n} image (grid units, BART's convention)"
+                ));
+            }
+        }
+    }
+    Ok(TrajectorySpec::Coords(Arc::new(traj::to_nufft_order(
+        &coords,
+    ))))
 }
 
 fn mask(t: &pb::Tensor, what: &str, ny: usize, nx: usize) -> Result<Vec<f32>> {

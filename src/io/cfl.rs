@@ -39,7 +39,16 @@ pub fn read(path: &Path) -> anyhow::Result<Cfl> {
                 .map_err(|e| anyhow::anyhow!("bad dimension {s:?}: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let n: usize = dims.iter().product();
+    let n: usize = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|n| n.checked_mul(8).is_some())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}.hdr: dimensions {dims:?} have more elements than fit in memory",
+                b.display()
+            )
+        })?;
     let bytes = std::fs::read(b.with_extension("cfl"))
         .map_err(|e| anyhow::anyhow!("cannot read {}.cfl: {e}", b.display()))?;
     anyhow::ensure!(

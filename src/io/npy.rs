@@ -87,14 +87,20 @@ pub fn parse(bytes: &[u8]) -> anyhow::Result<NpyArray> {
         !fortran,
         "Fortran-ordered arrays are not supported; save with np.ascontiguousarray"
     );
-    let n: usize = shape.iter().product();
+    let n: usize = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| {
+            anyhow::anyhow!("npy shape {shape:?} has more elements than fit in memory")
+        })?;
     let body = &bytes[off + hlen..];
     let need = |size: usize| -> anyhow::Result<()> {
+        let bytes = n.checked_mul(size);
         anyhow::ensure!(
-            body.len() >= n * size,
+            bytes.is_some_and(|b| body.len() >= b),
             "npy body has {} bytes, shape {shape:?} of {descr} needs {}",
             body.len(),
-            n * size
+            bytes.map_or("more than fit in memory".to_string(), |b| b.to_string())
         );
         Ok(())
     };

@@ -5,17 +5,23 @@ pub mod cpu_conv;
 pub mod lcm;
 pub mod lightsb;
 pub mod recon_resnet;
+pub mod unrolled;
 
 use crate::error::{Error, Result};
-use crate::mri::{dc::DcMode, recon};
+use crate::mri::{
+    dc::DcMode,
+    recon::{self, Prepared},
+};
 use candle_core::{DType, Device, Module, Tensor};
 use lightsb::LightSb;
+use num_complex::Complex32;
 use recon_resnet::ReconResNet;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use unrolled::Unrolled;
 
 /// Name under which the shipped reconstruction model is served.
-pub const DEFAULT_RECON_MODEL: &str = "recon-lite";
+pub const DEFAULT_RECON_MODEL: &str = "recon-unrolled";
 /// The shipped reconstruction model for golden-angle radial sampling.
 pub const DEFAULT_RADIAL_MODEL: &str = "recon-radial";
 /// Name under which the shipped bridge (2-D Gaussian → Swiss roll) is served.
@@ -26,7 +32,7 @@ pub const DEFAULT_GRAPH_MODEL: &str = "lcm";
 /// The shipped default weights, embedded at build time (see build.rs).
 #[cfg(inferd_embedded_recon)]
 pub const EMBEDDED_RECON: Option<&[u8]> =
-    Some(include_bytes!("../../models/recon-lite.safetensors"));
+    Some(include_bytes!("../../models/recon-unrolled.safetensors"));
 #[cfg(not(inferd_embedded_recon))]
 pub const EMBEDDED_RECON: Option<&[u8]> = None;
 #[cfg(inferd_embedded_radial)]
@@ -181,10 +187,14 @@ impl Input {
     /// Items with equal keys can run through the model together.
     pub fn batch_key(&self) -> Vec<usize> {
         match self {
-            Input::Recon { slice, .. } => {
-                let (ny, nx) = slice.image_size();
-                vec![ny, nx]
-            }
+            // The size the network sees: column-sampled Cartesian slices run transposed.
+            Input::Recon { slice, .. } => match slice {
+                recon::Slice::Cartesian(c) if c.samples_columns() => vec![c.nx, c.ny],
+                s => {
+                    let (ny, nx) = s.image_size();
+                    vec![ny, nx]
+                }
+            },
             // Everything but Euler–Maruyama shares one γ computation over the batch.
             Input::Bridge(b) => vec![b.dim, matches!(b.op, BridgeOp::EulerPath(_)) as usize],
             Input::Graph(g) => vec![g.features],
@@ -271,9 +281,10 @@ pub fn load_with(
 pub const RADIAL_MARKER: &str = "sampling.radial";
 
 /// A loaded ReconResNet on its device, with the MR physics around it (coil combination, data
-/// consistency).
+/// consistency): a single-pass magnitude network, or an unrolled model ([`unrolled`]).
 pub struct ReconEngine {
     net: ReconResNet,
+    unrolled: Option<Unrolled>,
     device: Device,
     info: ModelInfo,
 }
@@ -296,7 +307,18 @@ impl ReconEngine {
         fast_cpu: bool,
     ) -> Result<Self> {
         let radial = tensors.remove(RADIAL_MARKER).is_some();
+        let unrolled = Unrolled::take_from(&mut tensors)
+            .map_err(|e| Error::InvalidArgument(format!("model {name}: {e}")))?;
         let mut net = ReconResNet::from_tensors(tensors, device).map_err(Error::InvalidArgument)?;
+        let c = net.config;
+        let expected_channels = if unrolled.is_some() { 2 } else { 1 };
+        if c.channels != expected_channels {
+            return Err(Error::InvalidArgument(format!(
+                "model {name}: a {} model needs a {expected_channels}-channel ReconResNet, the weights have {} channels",
+                if unrolled.is_some() { "unrolled" } else { "single-pass" },
+                c.channels
+            )));
+        }
         if device.is_cpu() && fast_cpu {
             net.prepare_cpu_kernels()?;
         }
@@ -305,16 +327,30 @@ impl ReconEngine {
             (true, true) => "inferd CPU kernels",
             (true, false) => "candle stock CPU layers",
         };
-        let c = net.config;
         let sampling = if radial { "radial" } else { "cartesian" };
+        let (description, passes) = match &unrolled {
+            Some(u) => (
+                format!(
+                    "unrolled ReconResNet: {} passes of a complex denoiser (width {}, {} residual blocks) with data consistency, trained for {sampling} sampling",
+                    u.passes(),
+                    c.width,
+                    c.res_blocks
+                ),
+                u.passes(),
+            ),
+            None => (
+                format!(
+                    "ReconResNet width {} with {} residual blocks, trained for {sampling} sampling",
+                    c.width, c.res_blocks
+                ),
+                1,
+            ),
+        };
         let info = ModelInfo {
             name: name.to_string(),
             family: Family::Recon,
-            description: format!(
-                "ReconResNet width {} with {} residual blocks, trained for {sampling} sampling",
-                c.width, c.res_blocks
-            ),
-            parameters: c.parameters() as u64,
+            description,
+            parameters: c.parameters() as u64 + unrolled.as_ref().map_or(0, |u| u.passes() as u64),
             default_batching: DefaultBatching {
                 max_batch: 4,
                 max_delay: std::time::Duration::ZERO,
@@ -322,24 +358,104 @@ impl ReconEngine {
             properties: vec![
                 ("width".into(), c.width.to_string()),
                 ("res_blocks".into(), c.res_blocks.to_string()),
+                ("passes".into(), passes.to_string()),
                 ("sampling".into(), sampling.into()),
                 ("convolutions".into(), conv_path.into()),
             ],
         };
         Ok(ReconEngine {
             net,
+            unrolled,
             device: device.clone(),
             info,
         })
     }
 
-    /// Runs the network on a batch of `[ny, nx]` magnitude images of one size.
+    /// The unrolled model's passes and data-consistency weights (`None` for a single-pass network).
+    pub fn unrolled(&self) -> Option<&Unrolled> {
+        self.unrolled.as_ref()
+    }
+
+    /// Runs the network on a batch of `[c, ny, nx]` images of one size (`c` = the network's channels).
     pub fn run_network(&self, images: &[&[f32]], ny: usize, nx: usize) -> Result<Vec<Vec<f32>>> {
         let b = images.len();
+        let c = self.net.config.channels;
         let flat: Vec<f32> = images.iter().flat_map(|i| i.iter().copied()).collect();
-        let x = Tensor::from_vec(flat, (b, 1, ny, nx), &self.device)?;
+        let x = Tensor::from_vec(flat, (b, c, ny, nx), &self.device)?;
         let y = self.net.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
-        Ok(y.chunks_exact(ny * nx).map(<[f32]>::to_vec).collect())
+        Ok(y.chunks_exact(c * ny * nx).map(<[f32]>::to_vec).collect())
+    }
+
+    /// One denoising pass of the unrolled model over a batch: `z = x + s · D(x / s)` per slice, with `s`
+    /// the slice's network scale (all-zero slices stay zero).
+    fn denoise(&self, x: &[Vec<Complex32>], prepared: &[Prepared]) -> Result<Vec<Vec<Complex32>>> {
+        let (ny, nx) = (prepared[0].ny, prepared[0].nx);
+        let plane = ny * nx;
+        let inputs: Vec<Vec<f32>> = x
+            .iter()
+            .zip(prepared)
+            .map(|(x, p)| {
+                let inv = 1.0 / p.scale();
+                let mut v = Vec::with_capacity(2 * plane);
+                v.extend(x.iter().map(|c| c.re * inv));
+                v.extend(x.iter().map(|c| c.im * inv));
+                v
+            })
+            .collect();
+        let refs: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+        let out = self.run_network(&refs, ny, nx)?;
+        Ok(x.iter()
+            .zip(prepared)
+            .zip(out)
+            .map(|((x, p), d)| {
+                if p.is_empty() {
+                    return x.clone();
+                }
+                let s = p.scale();
+                x.iter()
+                    .enumerate()
+                    .map(|(i, c)| c + Complex32::new(d[i], d[plane + i]) * s)
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// The unrolled passes over prepared slices, each finished with its own data consistency.
+    fn run_unrolled(
+        &self,
+        u: &Unrolled,
+        items: Vec<(Prepared, DcMode)>,
+    ) -> Result<Vec<recon::SliceOutput>> {
+        use rayon::prelude::*;
+        let (prepared, modes): (Vec<Prepared>, Vec<DcMode>) = items.into_iter().unzip();
+        let mut x: Vec<Vec<Complex32>> = prepared
+            .par_iter()
+            .map(Prepared::zero_filled_image)
+            .collect();
+        for k in 0..u.passes() - 1 {
+            let z = self.denoise(&x, &prepared)?;
+            x = prepared
+                .par_iter()
+                .zip(z)
+                .map(|(p, z)| {
+                    recon::consistent_image(p, z, u.step(k, p.is_radial(), p.is_multicoil()))
+                })
+                .collect::<Result<_>>()?;
+        }
+        let z = self.denoise(&x, &prepared)?;
+        prepared
+            .into_par_iter()
+            .zip(z)
+            .zip(modes)
+            .map(|((p, z), mode)| {
+                let weight = u.guard_weight(recon::data_misfit(&p, &z)?);
+                if weight < 1.0 {
+                    tracing::debug!(weight, "reconstruction guard: the network's image contradicts the measurements; blended towards zero-filled");
+                }
+                let zero_filled = p.zero_filled_image();
+                Ok(recon::finish_image(p, z, mode)?.blend_towards_zero_filled(weight, &zero_filled))
+            })
+            .collect()
     }
 }
 
@@ -350,13 +466,13 @@ impl Engine for ReconEngine {
 
     fn warm_up(&self) -> Result<()> {
         let n = 32;
-        let image: Vec<num_complex::Complex32> = (0..n * n)
-            .map(|i| num_complex::Complex32::new((i % 7) as f32, 0.0))
+        let image: Vec<Complex32> = (0..n * n)
+            .map(|i| Complex32::new((i % 7) as f32, 0.0))
             .collect();
         let slice = recon::CartesianSlice::single_coil(&image, vec![1.0; n * n], n, n);
         self.run(vec![Input::Recon {
             slice: slice.into(),
-            dc: DcMode::Hard,
+            dc: DcMode::Model,
         }])
         .map(|_| ())
     }
@@ -365,30 +481,62 @@ impl Engine for ReconEngine {
         use rayon::prelude::*;
         // The physics before and after the network is independent per slice: the slices of a batch
         // are prepared and finished in parallel on rayon's pool (sized by `--cpu-threads`), while the
-        // network runs once for the whole batch.
-        let prepared: Vec<(recon::Prepared, DcMode)> = batch
+        // network runs once for the whole batch. Cartesian slices whose lines are columns run
+        // transposed (the networks are trained on row lines) and are transposed back at the end.
+        let items: Vec<(Prepared, DcMode, Option<(usize, usize)>)> = batch
             .into_par_iter()
-            .map(|input| match input {
-                Input::Recon { slice, dc } => Ok((recon::prepare(slice)?, dc)),
-                _ => Err(Error::Internal(
-                    "a reconstruction model got another family's input".into(),
-                )),
+            .map(|input| {
+                let Input::Recon { slice, dc } = input else {
+                    return Err(Error::Internal(
+                        "a reconstruction model got another family's input".into(),
+                    ));
+                };
+                let (slice, transposed) = match slice {
+                    recon::Slice::Cartesian(c) if c.samples_columns() => {
+                        let dims = (c.nx, c.ny);
+                        (recon::Slice::Cartesian(c.transposed()), Some(dims))
+                    }
+                    s => (s, None),
+                };
+                let radial = matches!(slice, recon::Slice::Radial(_));
+                let trained = self.unrolled.as_ref().and_then(|u| u.trained_final(radial));
+                Ok((
+                    recon::prepare(slice)?,
+                    dc.resolve(radial, trained),
+                    transposed,
+                ))
             })
             .collect::<Result<_>>()?;
-        let Some((first, _)) = prepared.first() else {
+        if items.is_empty() {
             return Ok(Vec::new());
+        }
+        let transposed: Vec<Option<(usize, usize)>> = items.iter().map(|i| i.2).collect();
+        let items: Vec<(Prepared, DcMode)> = items.into_iter().map(|(p, m, _)| (p, m)).collect();
+        let outputs = match &self.unrolled {
+            Some(u) => self.run_unrolled(u, items)?,
+            None => {
+                let (ny, nx) = (items[0].0.ny, items[0].0.nx);
+                let inputs: Vec<&[f32]> =
+                    items.iter().map(|(p, _)| p.net_input.as_slice()).collect();
+                let outputs = self.run_network(&inputs, ny, nx)?;
+                items
+                    .into_par_iter()
+                    .zip(outputs)
+                    .map(|((p, dc), o)| recon::finish(p, &o, dc))
+                    .collect::<Result<Vec<_>>>()?
+            }
         };
-        let (ny, nx) = (first.ny, first.nx);
-        let inputs: Vec<&[f32]> = prepared
-            .iter()
-            .map(|(p, _)| p.net_input.as_slice())
-            .collect();
-        let outputs = self.run_network(&inputs, ny, nx)?;
-        prepared
-            .into_par_iter()
-            .zip(outputs)
-            .map(|((p, dc), o)| Ok(Output::Recon(recon::finish(p, &o, dc)?)))
-            .collect()
+        Ok(outputs
+            .into_iter()
+            .zip(transposed)
+            .map(|(o, t)| {
+                Output::Recon(match t {
+                    // reconstructed as nx × ny: back to the slice's ny × nx
+                    Some((ny_t, nx_t)) => o.transposed(ny_t, nx_t),
+                    None => o,
+                })
+            })
+            .collect())
     }
 }
 

@@ -9,16 +9,20 @@
 //! ```
 //! InstanceNorm has no affine parameters (PyTorch's default); every PReLU has one parameter.
 //!
+//! The same network with two channels in and out (real and imaginary part; linear output, no sigmoid)
+//! is the complex denoiser of the unrolled reconstruction ([`super::unrolled`]); the channel count is
+//! read from the weights.
+//!
 //! Parameter names follow the official PyTorch module (`self.model = nn.Sequential(...)`), so a state dict
 //! saved from it (`safetensors.torch.save_file(net.state_dict(), f)`) loads unchanged:
 //!
 //! | sequential index | layer | tensors |
 //! |---|---|---|
-//! | `model.1`, `model.3` | head conv 7×7, PReLU | `weight [w,1,7,7]`, `bias [w]`; `weight [1]` |
+//! | `model.1`, `model.3` | head conv 7×7, PReLU | `weight [w,c,7,7]`, `bias [w]`; `weight [1]` |
 //! | `model.{4+3j}`, `model.{6+3j}`, j = 0, 1 | down conv, PReLU | `weight [2^{j+1}w, 2^j w, 3, 3]`, `bias` |
 //! | `model.{10+b}.conv_block.{1,3,6}` | residual block b: conv, PReLU, conv | |
 //! | `model.{10+B+3j}`, `model.{12+B+3j}` | transposed conv (`weight [in, out, 3, 3]`), PReLU | |
-//! | `model.{17+B}` | tail conv 7×7 | `weight [1, w, 7, 7]`, `bias [1]` |
+//! | `model.{17+B}` | tail conv 7×7 | `weight [c, w, 7, 7]`, `bias [c]` |
 //!
 //! Width and number of residual blocks are read from the weights, so the full-size model (w = 64, B = 14,
 //! 17.27 M parameters) and lighter variants load through the same code.
@@ -41,24 +45,45 @@ pub const DROPOUT: f32 = 0.2;
 pub struct ReconResNetConfig {
     pub width: usize,
     pub res_blocks: usize,
+    /// Image channels in and out: 1 (magnitude, sigmoid output; the official network) or 2 (real and
+    /// imaginary part, linear output; the unrolled model's denoiser).
+    pub channels: usize,
 }
 
 impl ReconResNetConfig {
     pub const FULL: ReconResNetConfig = ReconResNetConfig {
         width: 64,
         res_blocks: 14,
+        channels: 1,
     };
+
+    /// A magnitude network (one channel) of the given width and depth.
+    pub const fn magnitude(width: usize, res_blocks: usize) -> Self {
+        ReconResNetConfig {
+            width,
+            res_blocks,
+            channels: 1,
+        }
+    }
 
     /// Infers width and block count from a state dict's tensor names and shapes.
     pub fn from_tensors(tensors: &HashMap<String, Tensor>) -> std::result::Result<Self, String> {
         let head = tensors
             .get("model.1.weight")
             .ok_or("missing tensor model.1.weight (head 7x7 convolution)")?;
-        let width = head
-            .dims()
-            .first()
-            .copied()
-            .ok_or("model.1.weight has no dimensions")?;
+        let (width, channels) = match head.dims() {
+            &[w, c, 7, 7] => (w, c),
+            d => {
+                return Err(format!(
+                    "model.1.weight has shape {d:?}, expected [width, 1 or 2, 7, 7]"
+                ))
+            }
+        };
+        if !(1..=2).contains(&channels) {
+            return Err(format!(
+                "model.1.weight has {channels} input channels, expected 1 (magnitude) or 2 (complex)"
+            ));
+        }
         let mut res_blocks = 0;
         while tensors.contains_key(&format!("model.{}.conv_block.1.weight", 10 + res_blocks)) {
             res_blocks += 1;
@@ -68,18 +93,23 @@ impl ReconResNetConfig {
                 "not a ReconResNet state dict (width {width}, {res_blocks} residual blocks)"
             ));
         }
-        Ok(ReconResNetConfig { width, res_blocks })
+        Ok(ReconResNetConfig {
+            width,
+            res_blocks,
+            channels,
+        })
     }
 
     /// Parameter count (convolutions with bias, one-parameter PReLUs).
     pub fn parameters(&self) -> usize {
         let w = self.width;
         let conv = |i: usize, o: usize, k: usize| i * o * k * k + o;
-        let mut n = conv(1, w, 7) + 1;
+        let c = self.channels;
+        let mut n = conv(c, w, 7) + 1;
         n += conv(w, 2 * w, 3) + conv(2 * w, 4 * w, 3) + 2;
         n += self.res_blocks * (2 * conv(4 * w, 4 * w, 3) + 1);
         n += conv(4 * w, 2 * w, 3) + conv(2 * w, w, 3) + 2;
-        n + conv(w, 1, 7)
+        n + conv(w, c, 7)
     }
 
     /// A state dict of this shape with candle's default initialisation (benchmarks time random weights).
@@ -102,7 +132,8 @@ impl ReconResNetConfig {
         let conv =
             |i: usize, o: usize, k: usize, pixels: f64| 2.0 * (i * o * k * k) as f64 * pixels;
         let c = self.width;
-        let mut f = conv(1, c, 7, px(0)) + conv(c, 1, 7, px(0));
+        let io = self.channels;
+        let mut f = conv(io, c, 7, px(0)) + conv(c, io, 7, px(0));
         for j in 0..UPDOWN {
             let (cin, cout) = (c << j, c << (j + 1));
             // down: output at scale j+1; up (transposed, cout → cin): input at scale j+1
@@ -477,13 +508,14 @@ pub fn conv_transpose_s2(x: &Tensor, conv: &ConvTranspose2d) -> Result<Tensor> {
 impl ReconResNet {
     pub fn new(config: ReconResNetConfig, vb: VarBuilder) -> Result<Self> {
         let w = config.width;
+        let io = config.channels;
         let m = vb.pp("model");
         let plain = Conv2dConfig::default();
         let norm_act =
             |idx: usize| -> Result<NormLayer> { Ok(NormLayer::new(Some(PRelu::new(m.pp(idx))?))) };
         let head = (
             ConvLayer::new(
-                StockConv::Direct(candle_nn::conv2d(1, w, 7, plain, m.pp("1"))?),
+                StockConv::Direct(candle_nn::conv2d(io, w, 7, plain, m.pp("1"))?),
                 3,
             ),
             norm_act(3)?,
@@ -539,10 +571,10 @@ impl ReconResNet {
             idx += 3;
         }
         let mut tail = ConvLayer::new(
-            StockConv::Taps(candle_nn::conv2d(w, 1, 7, plain, m.pp(idx + 1))?),
+            StockConv::Taps(candle_nn::conv2d(w, io, 7, plain, m.pp(idx + 1))?),
             3,
         );
-        tail.sigmoid = true;
+        tail.sigmoid = io == 1;
         Ok(ReconResNet {
             config,
             head,
@@ -592,8 +624,9 @@ impl ReconResNet {
             .map_err(|e| format!("state dict does not match a ReconResNet {config:?}: {e}"))
     }
 
-    /// `x`: `[B, 1, H, W]` magnitude images; returns `[B, 1, H, W]` in (0, 1). Any H, W ≥ 4 works: inputs are
-    /// reflection-padded to a multiple of 4 and the output cropped back.
+    /// `x`: `[B, c, H, W]` images (magnitude, or real and imaginary part); returns `[B, c, H, W]` (in
+    /// (0, 1) for magnitude networks). Any H, W ≥ 4 works: inputs are reflection-padded to a multiple of
+    /// 4 and the output cropped back.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let m = 1 << UPDOWN;
@@ -659,14 +692,20 @@ mod tests {
         assert!((f / 1e9 - 145.78).abs() < 0.01, "{f}");
     }
 
+    fn state(vm: &VarMap) -> HashMap<String, Tensor> {
+        vm.data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect()
+    }
+
     #[test]
     fn built_model_has_counted_parameters_and_keeps_shape() {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-        let cfg = ReconResNetConfig {
-            width: 4,
-            res_blocks: 2,
-        };
+        let cfg = ReconResNetConfig::magnitude(4, 2);
         let net = ReconResNet::new(cfg, vb).unwrap();
         let n: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
         assert_eq!(n, cfg.parameters());
@@ -675,18 +714,53 @@ mod tests {
             let y = net.forward(&x).unwrap();
             assert_eq!(y.dims(), &[2, 1, h, w]);
         }
-        let names: std::collections::HashMap<String, Tensor> = vm
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
+        let names = state(&vm);
         assert_eq!(ReconResNetConfig::from_tensors(&names).unwrap(), cfg);
         assert!(names.contains_key("model.11.conv_block.6.weight"));
         assert!(
             names.contains_key("model.19.weight"),
             "tail conv at model.{{17+B}}"
+        );
+    }
+
+    #[test]
+    fn complex_network_has_two_channels_and_fast_kernels_match() {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let cfg = ReconResNetConfig {
+            width: 8,
+            res_blocks: 1,
+            channels: 2,
+        };
+        let mut net = ReconResNet::new(cfg, vb).unwrap();
+        let n: usize = vm.all_vars().iter().map(|v| v.elem_count()).sum();
+        assert_eq!(n, cfg.parameters());
+        assert_eq!(ReconResNetConfig::from_tensors(&state(&vm)).unwrap(), cfg);
+        // Real and imaginary parts of any sign in, a linear (unbounded) output.
+        let x = (Tensor::rand(0f32, 1f32, (2, 2, 20, 24), &Device::Cpu).unwrap() - 0.5).unwrap();
+        let stock = net.forward(&x).unwrap();
+        assert_eq!(stock.dims(), &[2, 2, 20, 24]);
+        assert!(stock.min_all().unwrap().to_scalar::<f32>().unwrap() < 0.0);
+        net.prepare_cpu_kernels().unwrap();
+        let fast = net.forward(&x).unwrap();
+        let diff = (fast - &stock)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let scale = stock
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            diff <= 1e-4 * scale.max(1.0),
+            "fast vs stock {diff} (scale {scale})"
         );
     }
 

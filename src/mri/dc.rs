@@ -4,6 +4,10 @@ use num_complex::Complex32;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DcMode {
+    /// The model's own final data consistency, what a request gets unless it asks for another: hard for
+    /// Cartesian sampling; for non-Cartesian sampling the unrolled model's trained CG step (its last λ),
+    /// or [`RADIAL_DEFAULT`] for a single-pass network. Resolved by the engine ([`DcMode::resolve`]).
+    Model,
     /// Sampled points are replaced by the measured ones: `k = y·m + F(x)·(1 − m)`.
     Hard,
     /// Sampled points become `(F(x) + λ y) / (1 + λ)`; `λ → ∞` is hard DC.
@@ -31,13 +35,84 @@ pub const RADIAL_DEFAULT: DcMode = DcMode::Cg {
     iterations: 10,
 };
 
+impl DcMode {
+    /// The concrete mode of a request: [`DcMode::Model`] becomes `trained` (the unrolled model's final
+    /// step) where the model has one for this sampling, else hard (Cartesian) or [`RADIAL_DEFAULT`].
+    pub fn resolve(self, radial: bool, trained: Option<DcMode>) -> DcMode {
+        match (self, trained) {
+            (DcMode::Model, Some(t)) => t,
+            (DcMode::Model, None) if radial => RADIAL_DEFAULT,
+            (DcMode::Model, None) => DcMode::Hard,
+            (m, _) => m,
+        }
+    }
+
+    /// Parses a request's data consistency: `mode` one of `hard`, `soft`, `cg`, `sense`, `off` (or
+    /// empty / `model` for the model's own), `lambda` required by soft, CG and SENSE, `iterations`
+    /// (CG default 5, SENSE 10; 0 or absent = default).
+    pub fn parse(
+        mode: &str,
+        lambda: Option<f64>,
+        iterations: Option<i64>,
+    ) -> crate::error::Result<DcMode> {
+        let lambda = || -> crate::error::Result<f32> {
+            match lambda {
+                Some(l) if l.is_finite() && l > 0.0 && l <= f32::MAX as f64 => Ok(l as f32),
+                _ => Err(crate::invalid!(
+                    "data consistency {mode} needs lambda > 0 (a finite number), got {lambda:?}"
+                )),
+            }
+        };
+        let iterations = |default: usize| -> crate::error::Result<usize> {
+            match iterations.unwrap_or(0) {
+                0 => Ok(default),
+                n @ 1..=50 => Ok(n as usize),
+                n => Err(crate::invalid!(
+                    "data consistency iterations is {n}, expected 1 to 50 (0 = {default})"
+                )),
+            }
+        };
+        Ok(match mode.to_ascii_lowercase().as_str() {
+            "" | "model" | "unspecified" => DcMode::Model,
+            "hard" => DcMode::Hard,
+            "off" => DcMode::Off,
+            "soft" => DcMode::Soft { lambda: lambda()? },
+            "cg" => DcMode::Cg {
+                lambda: lambda()?,
+                iterations: iterations(5)?,
+            },
+            "sense" => DcMode::Sense {
+                lambda: lambda()?,
+                iterations: iterations(10)?,
+            },
+            other => {
+                return Err(crate::invalid!(
+                    "data consistency {other:?} is unknown; expected hard, soft, cg, sense, off or model"
+                ))
+            }
+        })
+    }
+
+    /// How DICOM descriptions and logs name the mode.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DcMode::Model => "the model's own",
+            DcMode::Hard => "hard",
+            DcMode::Soft { .. } => "soft",
+            DcMode::Cg { .. } => "conjugate-gradient",
+            DcMode::Sense { .. } => "SENSE",
+            DcMode::Off => "no",
+        }
+    }
+}
+
 /// Applies data consistency to the predicted k-space of every coil (`predicted` and `measured` are
 /// `[coils, plane]`, `mask` is `[plane]`).
 pub fn apply(predicted: &mut [Complex32], measured: &[Complex32], mask: &[f32], mode: DcMode) {
     let plane = mask.len();
     match mode {
         DcMode::Off => {}
-        DcMode::Hard => {
+        DcMode::Hard | DcMode::Model => {
             for (p, y) in predicted
                 .chunks_exact_mut(plane)
                 .zip(measured.chunks_exact(plane))

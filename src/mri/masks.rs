@@ -190,6 +190,42 @@ fn vd_2d(ny: usize, nx: usize, accel: f32, cf: f32, rng: &mut ChaCha8Rng) -> Vec
     mask
 }
 
+/// How the sampled positions of a Cartesian mask are arranged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineAxis {
+    /// Whole rows (k-space lines along kx; phase encoding along the image's first axis, H): the
+    /// orientation inferd's networks are trained in. Full and empty masks count as rows.
+    Rows,
+    /// Whole columns (phase encoding along W, as in fastMRI's raw files).
+    Columns,
+    /// Neither (2-D undersampling).
+    Neither,
+}
+
+/// Tells from a `[ny, nx]` mask whether it samples whole rows, whole columns, or neither.
+pub fn line_axis(mask: &[f32], ny: usize, nx: usize) -> LineAxis {
+    let on = |y: usize, x: usize| mask[y * nx + x] > 0.0;
+    if (0..ny).all(|y| (1..nx).all(|x| on(y, x) == on(y, 0))) {
+        LineAxis::Rows
+    } else if (0..nx).all(|x| (1..ny).all(|y| on(y, x) == on(0, x))) {
+        LineAxis::Columns
+    } else {
+        LineAxis::Neither
+    }
+}
+
+/// `[planes, ny, nx]` → `[planes, nx, ny]`.
+pub fn transpose<T: Copy>(data: &[T], ny: usize, nx: usize) -> Vec<T> {
+    let plane = ny * nx;
+    let mut out = Vec::with_capacity(data.len());
+    for p in data.chunks_exact(plane) {
+        for x in 0..nx {
+            out.extend((0..ny).map(|y| p[y * nx + x]));
+        }
+    }
+    out
+}
+
 /// Fraction of positions sampled.
 pub fn sampled_fraction(mask: &[f32]) -> f32 {
     mask.iter().filter(|&&m| m > 0.0).count() as f32 / mask.len().max(1) as f32
@@ -198,6 +234,22 @@ pub fn sampled_fraction(mask: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn line_axis_tells_rows_from_columns() {
+        let rows = MaskSpec::new(Pattern::VariableDensity1d, 4.0, 3)
+            .generate(16, 12)
+            .unwrap();
+        assert_eq!(line_axis(&rows, 16, 12), LineAxis::Rows);
+        let cols = transpose(&rows, 16, 12);
+        assert_eq!(line_axis(&cols, 12, 16), LineAxis::Columns);
+        assert_eq!(transpose(&cols, 12, 16), rows);
+        let two_d = MaskSpec::new(Pattern::VariableDensity2d, 4.0, 3)
+            .generate(16, 16)
+            .unwrap();
+        assert_eq!(line_axis(&two_d, 16, 16), LineAxis::Neither);
+        assert_eq!(line_axis(&[1.0; 64], 8, 8), LineAxis::Rows);
+    }
 
     #[test]
     fn acceleration_is_met_and_centre_is_sampled() {

@@ -50,7 +50,7 @@ impl std::fmt::Debug for RadialOperator {
 impl RadialOperator {
     /// A radial trajectory with the analytic ramp density compensation.
     pub fn radial(traj: &Radial) -> Result<RadialOperator> {
-        let coords = traj.coords();
+        let coords = traj.nufft_coords();
         let plan = NufftPlan::new(
             traj.n,
             traj.n,
@@ -139,6 +139,7 @@ impl RadialOperator {
     ) -> Result<()> {
         let step = match mode {
             DcMode::Off => return Ok(()),
+            DcMode::Model => return self.data_consistency(c, measured, dc::RADIAL_DEFAULT),
             DcMode::Hard => 1.0,
             DcMode::Soft { lambda } => lambda / (1.0 + lambda),
             DcMode::Cg { lambda, iterations } | DcMode::Sense { lambda, iterations } => {
@@ -193,7 +194,7 @@ impl RadialOperator {
 pub enum TrajectorySpec {
     /// Radial spokes (analytic ramp density compensation).
     Radial(Radial),
-    /// Any `[kx, ky]` coordinates (Pipe–Menon density compensation).
+    /// Any coordinates in the NUFFT's order `[kx, ky]` (Pipe–Menon density compensation).
     Coords(std::sync::Arc<Vec<[f32; 2]>>),
 }
 

@@ -49,6 +49,39 @@ impl CartesianSlice {
     }
 }
 
+impl CartesianSlice {
+    /// Whether the mask samples whole columns (phase encoding along W): the slice is then
+    /// reconstructed transposed, in the orientation the networks are trained in (lines along rows).
+    pub fn samples_columns(&self) -> bool {
+        super::masks::line_axis(&self.mask, self.ny, self.nx) == super::masks::LineAxis::Columns
+    }
+
+    /// The slice of the transposed image (k-space and mask transposed; the centred 2-D FFT commutes
+    /// with transposition).
+    pub fn transposed(self) -> CartesianSlice {
+        CartesianSlice {
+            kspace: super::masks::transpose(&self.kspace, self.ny, self.nx),
+            mask: super::masks::transpose(&self.mask, self.ny, self.nx),
+            coils: self.coils,
+            ny: self.nx,
+            nx: self.ny,
+        }
+    }
+}
+
+impl SliceOutput {
+    /// The output of a slice that was reconstructed transposed (`ny × nx` here), back in its own
+    /// orientation.
+    pub fn transposed(self, ny: usize, nx: usize) -> SliceOutput {
+        use super::masks::transpose;
+        SliceOutput {
+            magnitude: transpose(&self.magnitude, ny, nx),
+            complex: transpose(&self.complex, ny, nx),
+            zero_filled: transpose(&self.zero_filled, ny, nx),
+        }
+    }
+}
+
 /// One slice of measured k-space, Cartesian or on a non-Cartesian trajectory.
 #[derive(Debug, Clone)]
 pub enum Slice {
@@ -204,11 +237,44 @@ impl Prepared {
     pub fn scale(&self) -> f32 {
         self.scale
     }
+
+    /// Whether the measured data carry no signal (the reconstruction is zero).
+    pub fn is_empty(&self) -> bool {
+        self.empty
+    }
+
+    /// The combined zero-filled (gridded) complex image in the input's scale: the first iterate of the
+    /// unrolled model.
+    pub fn zero_filled_image(&self) -> Vec<Complex32> {
+        self.net_input
+            .iter()
+            .zip(&self.phase)
+            .map(|(&m, ph)| ph * (m * self.scale))
+            .collect()
+    }
+
+    /// Whether the slice was measured on a non-Cartesian trajectory.
+    pub fn is_radial(&self) -> bool {
+        matches!(self.measured, Measured::Radial { .. })
+    }
+
+    /// Whether the slice has several coils (combined with estimated sensitivities).
+    pub fn is_multicoil(&self) -> bool {
+        self.sens.is_some()
+    }
 }
 
-/// Completes a slice from the network output (`[ny, nx]`, in the network's scale).
+/// Completes a slice from the magnitude network's output (`[ny, nx]`, in the network's scale): the
+/// zero-filled phase is restored, then [`finish_image`].
 pub fn finish(p: Prepared, net_output: &[f32], mode: DcMode) -> Result<SliceOutput> {
     let predicted = predicted_image(&p, net_output);
+    finish_image(p, predicted, mode)
+}
+
+/// Completes a slice from a predicted coil-combined complex image (in the input's scale): data
+/// consistency per coil against the measurements, then root-sum-of-squares magnitude and the
+/// sensitivity-weighted complex image.
+pub fn finish_image(p: Prepared, predicted: Vec<Complex32>, mode: DcMode) -> Result<SliceOutput> {
     if mode == DcMode::Off {
         return Ok(SliceOutput {
             magnitude: predicted.iter().map(|v| v.norm()).collect(),
@@ -216,10 +282,47 @@ pub fn finish(p: Prepared, net_output: &[f32], mode: DcMode) -> Result<SliceOutp
             zero_filled: p.zero_filled,
         });
     }
+    let coil_images = consistent_coil_images(&p, predicted, mode)?;
     let plane = p.ny * p.nx;
-    let coil_images = match &p.measured {
+    let magnitude = coils::rss(&coil_images, plane);
+    let complex = match &p.sens {
+        Some(sens) => coils::combine(&coil_images, sens, plane),
+        None => coil_images,
+    };
+    Ok(SliceOutput {
+        magnitude,
+        complex,
+        zero_filled: p.zero_filled,
+    })
+}
+
+/// The coil-combined image after data consistency: one data-consistency step of the unrolled model
+/// (in the input's scale).
+pub fn consistent_image(
+    p: &Prepared,
+    predicted: Vec<Complex32>,
+    mode: DcMode,
+) -> Result<Vec<Complex32>> {
+    if mode == DcMode::Off {
+        return Ok(predicted);
+    }
+    let plane = p.ny * p.nx;
+    Ok(match &p.sens {
+        Some(sens) => coils::combine(&consistent_coil_images(p, predicted, mode)?, sens, plane),
+        None => consistent_coil_images(p, predicted, mode)?,
+    })
+}
+
+/// Every coil's image after data consistency of the predicted combined image.
+fn consistent_coil_images(
+    p: &Prepared,
+    predicted: Vec<Complex32>,
+    mode: DcMode,
+) -> Result<Vec<Complex32>> {
+    let plane = p.ny * p.nx;
+    Ok(match &p.measured {
         Measured::Cartesian { .. } => {
-            let mut k = coil_kspace(&p, predicted, mode);
+            let mut k = coil_kspace(p, predicted, mode);
             fft::ifft2c(&mut k, p.ny, p.nx);
             k
         }
@@ -231,17 +334,59 @@ pub fn finish(p: Prepared, net_output: &[f32], mode: DcMode) -> Result<SliceOutp
             op.data_consistency(&mut c, samples, mode)?;
             c
         }
-    };
-    let magnitude = coils::rss(&coil_images, plane);
-    let complex = match &p.sens {
-        Some(sens) => coils::combine(&coil_images, sens, plane),
-        None => coil_images,
-    };
-    Ok(SliceOutput {
-        magnitude,
-        complex,
-        zero_filled: p.zero_filled,
     })
+}
+
+/// How far a predicted coil-combined image (input scale) is from the measurements: `‖A S x − y‖² /
+/// ‖y‖²` over the measured samples of every coil (`A` the masked FFT, or the NUFFT weighted by the
+/// density compensation; `S` the sensitivities). 0 for an image that explains the data exactly.
+pub fn data_misfit(p: &Prepared, x: &[Complex32]) -> Result<f32> {
+    let plane = p.ny * p.nx;
+    let coil_images = match &p.sens {
+        Some(sens) => coils::expand(x, sens, plane),
+        None => x.to_vec(),
+    };
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    match &p.measured {
+        Measured::Cartesian { kspace, mask } => {
+            let mut k = coil_images;
+            fft::fft2c(&mut k, p.ny, p.nx);
+            for (kc, yc) in k.chunks_exact(plane).zip(kspace.chunks_exact(plane)) {
+                for ((k, y), &m) in kc.iter().zip(yc).zip(mask) {
+                    if m > 0.0 {
+                        num += (k - y).norm_sqr() as f64;
+                        den += y.norm_sqr() as f64;
+                    }
+                }
+            }
+        }
+        Measured::Radial { samples, op } => {
+            let predicted = op.forward(&coil_images)?;
+            let w = op.dcf.iter().cycle();
+            for ((k, y), &w) in predicted.iter().zip(samples).zip(w) {
+                num += (w * (k - y).norm_sqr()) as f64;
+                den += (w * y.norm_sqr()) as f64;
+            }
+        }
+    }
+    Ok(if den > 0.0 { (num / den) as f32 } else { 0.0 })
+}
+
+impl SliceOutput {
+    /// `w ·` this reconstruction `+ (1 − w) ·` the zero-filled (gridded) image `zero_filled` (the
+    /// combined complex image in the input's scale): the guard's fall-back.
+    pub fn blend_towards_zero_filled(mut self, w: f32, zero_filled: &[Complex32]) -> SliceOutput {
+        if w >= 1.0 {
+            return self;
+        }
+        for (c, z) in self.complex.iter_mut().zip(zero_filled) {
+            *c = *c * w + z * (1.0 - w);
+        }
+        for (m, z) in self.magnitude.iter_mut().zip(&self.zero_filled) {
+            *m = *m * w + z * (1.0 - w);
+        }
+        self
+    }
 }
 
 /// The network's magnitude back in the input scale with the zero-filled phase (zero for all-zero input).
@@ -334,14 +479,7 @@ pub fn consistent_kspace(p: &Prepared, net_output: &[f32], mode: DcMode) -> Resu
     let predicted = predicted_image(p, net_output);
     match &p.measured {
         Measured::Cartesian { .. } => Ok(coil_kspace(p, predicted, mode)),
-        Measured::Radial { samples, op } => {
-            let mut c = match &p.sens {
-                Some(sens) => coils::expand(&predicted, sens, p.ny * p.nx),
-                None => predicted,
-            };
-            op.data_consistency(&mut c, samples, mode)?;
-            op.forward(&c)
-        }
+        Measured::Radial { op, .. } => op.forward(&consistent_coil_images(p, predicted, mode)?),
     }
 }
 

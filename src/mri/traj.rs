@@ -1,11 +1,16 @@
 //! Non-Cartesian k-space trajectories: radial spokes (uniform or golden-angle) and validation of
 //! user-supplied sample coordinates.
 //!
-//! Coordinates are `[kx, ky]` pairs in grid units, BART's convention: for an `[ny, nx]` image the
-//! Cartesian k-space grid spans `-nx/2 <= kx < nx/2`, `-ny/2 <= ky < ny/2`, one unit per Cartesian
-//! k-space line, and a sample at `k` measures `Σ_x img(x) exp(-2πi (kx·x/nx + ky·y/ny))` with `x`, `y`
-//! the pixel indices measured from the image centre (see [`crate::mri::nufft`]). `kx` runs along the
-//! image columns (BART's first dimension, READ), `ky` along the rows.
+//! Two orders of the same coordinates (grid units: for an `[ny, nx]` image the Cartesian k-space grid
+//! spans `-nx/2 <= kx < nx/2`, `-ny/2 <= ky < ny/2`, one unit per Cartesian k-space line):
+//!
+//! * **BART's / the API's order `[k0, k1]`**: `k0` pairs with the image's first axis (H, the row index),
+//!   `k1` with the second (W) — BART's first and second dimension as Python's `cfl.readcfl` returns its
+//!   arrays (NumPy axis 0 = BART's first dimension). [`Radial::coords`] and every trajectory a client
+//!   sends (KServe `recon-radial` `traj`, `Sampling.trajectory`) use this order.
+//! * **The NUFFT's order `[kx, ky]`** ([`crate::mri::nufft`]): `kx` along the columns (W), `ky` along
+//!   the rows (H); a sample measures `Σ img[y, x] exp(-2πi (kx·x/nx + ky·y/ny))`, pixel indices from the
+//!   image centre. [`to_nufft_order`] swaps the pair; [`Radial::nufft_coords`] gives it directly.
 //!
 //! Radial trajectories reproduce `bart traj -r` exactly: a spoke of `X` readout samples (BART `-x X`)
 //! is the line through the centre at radii `r_j = (j + 0.5 - X/2) · N/X`, `j = 0..X`, and spoke `s` runs
@@ -115,7 +120,13 @@ impl Radial {
         (j as f64 + 0.5 - self.readout as f64 / 2.0) * self.readout_spacing()
     }
 
-    /// `[kx, ky]` of every sample, spoke after spoke, readout fastest.
+    /// The coordinates in the NUFFT's order `[kx, ky]` (kx along the columns).
+    pub fn nufft_coords(&self) -> Vec<[f32; 2]> {
+        to_nufft_order(&self.coords())
+    }
+
+    /// `[k0, k1]` of every sample (BART's order: k0 along the image rows' axis H), spoke after spoke,
+    /// readout fastest.
     pub fn coords(&self) -> Vec<[f32; 2]> {
         let mut out = Vec::with_capacity(self.len());
         for s in 0..self.spokes {
@@ -129,7 +140,13 @@ impl Radial {
     }
 }
 
-/// Checks user-supplied `[kx, ky]` coordinates for an `[ny, nx]` image: every value finite and on the
+/// BART's / the API's `[k0, k1]` (k0 along H) → the NUFFT's `[kx, ky]` (kx along W), and back (the
+/// swap is its own inverse).
+pub fn to_nufft_order(coords: &[[f32; 2]]) -> Vec<[f32; 2]> {
+    coords.iter().map(|&[a, b]| [b, a]).collect()
+}
+
+/// Checks NUFFT-order `[kx, ky]` coordinates for an `[ny, nx]` image: every value finite and on the
 /// grid, `-nx/2 <= kx < nx/2` and `-ny/2 <= ky < ny/2` (k = ±N/2 is the same frequency, so only one end
 /// is included, as for the Cartesian grid). The error names the first offending sample.
 pub fn validate(coords: &[[f32; 2]], ny: usize, nx: usize) -> Result<()> {

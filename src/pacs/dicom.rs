@@ -58,7 +58,7 @@ pub struct EncodedImage {
 /// What the descriptions say about how an image was made.
 #[derive(Clone, Debug, Default)]
 pub struct Provenance {
-    /// Model name, e.g. `recon-lite`.
+    /// Model name, e.g. `recon-unrolled`.
     pub model: String,
     /// Acceleration (1 / sampled fraction of k-space), when known.
     pub acceleration: Option<f32>,

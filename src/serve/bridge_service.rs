@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::invalid;
 use crate::metrics::RequestGuard;
 use crate::models::{BridgeInput, BridgeOp, Family, Output};
-use crate::sched::{JobOptions, Priority, Reply, Scheduler};
+use crate::sched::{JobOptions, Reply, Scheduler};
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -174,11 +174,7 @@ fn plan(
             state.limits.max_response_values
         )));
     }
-    let priority = match pb::Priority::try_from(req.priority) {
-        Ok(pb::Priority::High) => Priority::High,
-        Ok(pb::Priority::Normal) => Priority::Normal,
-        Err(_) => return Err(invalid!("unknown priority {}", req.priority)),
-    };
+    let priority = crate::api::validate::priority(req.priority)?;
     Ok(Plan {
         model,
         x,

@@ -19,7 +19,7 @@ pub struct ServeConfig {
     #[arg(long = "model", env = "INFERD_MODELS", value_delimiter = ',')]
     pub models: Vec<crate::models::ModelSpec>,
     /// Reconstruction model used when a request names none, and served as KServe model `recon`
-    /// (default: the shipped recon-lite).
+    /// (default: the shipped recon-unrolled).
     #[arg(long, env = "INFERD_DEFAULT_MODEL")]
     pub default_model: Option<String>,
     /// Largest accepted gRPC message, in MiB (one multi-coil slice must fit).

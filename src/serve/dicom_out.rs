@@ -9,7 +9,6 @@ use crate::api::validate::ReconPlan;
 use crate::error::{Error, Result};
 use crate::io::acquisition::centre_crop;
 use crate::metrics::Metrics;
-use crate::mri::dc::DcMode;
 use crate::pacs::dicom::{Provenance, Series};
 use crate::pacs::outbox::{Backoff, Delivery, Outbox, OutboxError};
 use crate::pacs::uid::UidRoot;
@@ -102,14 +101,7 @@ impl DicomOut {
             model: model.to_string(),
             acceleration,
             sampling: sampling.into(),
-            data_consistency: match plan.dc {
-                DcMode::Hard => "hard",
-                DcMode::Soft { .. } => "soft",
-                DcMode::Cg { .. } => "conjugate-gradient",
-                DcMode::Sense { .. } => "SENSE",
-                DcMode::Off => "no",
-            }
-            .into(),
+            data_consistency: plan.dc.describe().into(),
         };
         Series::new(
             d.info.clone(),

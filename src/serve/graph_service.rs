@@ -10,7 +10,6 @@ use crate::error::{normalise_transport_status, Error, Result};
 use crate::invalid;
 use crate::metrics::RequestGuard;
 use crate::models::{lcm::Csr, Family, GraphInput, Input, Output};
-use crate::sched::Priority;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -207,10 +206,7 @@ impl Graph for GraphService {
         let info = &loaded.models[model];
         let features: usize = info.require("in_features")?;
         let out: usize = info.require("out_features")?;
-        let priority = match pb::Priority::try_from(header.priority) {
-            Ok(pb::Priority::High) => Priority::High,
-            _ => Priority::Normal,
-        };
+        let priority = crate::api::validate::priority(header.priority)?;
         let options = state::job_options(&metadata, priority, None);
         let name = info.name.clone();
         let guard = RequestGuard::new(&self.state.metrics, &name, "inferd");

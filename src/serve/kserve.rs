@@ -96,7 +96,7 @@ fn recon_inputs(
             limits.max_coils
         ));
     }
-    let dc = data_consistency(params, DcMode::Hard)?;
+    let dc = data_consistency(params)?;
     let kspace = k.f32("kspace")?;
     let mask = m.f32("mask")?;
     let plane = ny * nx;
@@ -125,47 +125,17 @@ fn recon_inputs(
     Ok((slices, vec![b as i64, ny as i64, nx as i64]))
 }
 
-/// The `data_consistency` parameter (`hard`, `soft` with `lambda`, `cg` with `lambda` and
-/// `iterations`, or `off`).
-fn data_consistency(params: &Params, default: DcMode) -> Result<DcMode> {
-    let lambda = || -> Result<f32> {
-        let lambda = params.float("lambda")?.unwrap_or(-1.0) as f32;
-        if lambda.is_finite() && lambda > 0.0 {
-            Ok(lambda)
-        } else {
-            Err(invalid!(
-                "data_consistency soft and cg need a parameter lambda > 0 (double)"
-            ))
-        }
-    };
-    let Some(mode) = params.string("data_consistency")? else {
-        return Ok(default);
-    };
-    let iterations = |default: i64| match params.int("iterations")?.unwrap_or(default) {
-        n @ 1..=50 => Ok(n as usize),
-        n => Err(invalid!("iterations is {n}, expected 1 to 50")),
-    };
-    Ok(match mode {
-        "hard" => DcMode::Hard,
-        "off" => DcMode::Off,
-        "soft" => DcMode::Soft { lambda: lambda()? },
-        "cg" => DcMode::Cg {
-            lambda: lambda()?,
-            iterations: iterations(5)?,
-        },
-        "sense" => DcMode::Sense {
-            lambda: lambda()?,
-            iterations: iterations(10)?,
-        },
-        other => {
-            return Err(invalid!(
-                "data_consistency {other:?} is unknown; expected hard, soft, cg, sense or off"
-            ))
-        }
-    })
+/// The `data_consistency` parameter (`hard`, `soft` with `lambda`, `cg` / `sense` with `lambda` and
+/// `iterations`, `off`; absent: the model's own).
+fn data_consistency(params: &Params) -> Result<DcMode> {
+    match params.string("data_consistency")? {
+        None => Ok(DcMode::Model),
+        Some(mode) => DcMode::parse(mode, params.float("lambda")?, params.int("iterations")?),
+    }
 }
 
-/// `recon-radial`: kspace FP32 [B, C, S, R, 2] on traj FP32 [B, S, R, 2] (kx, ky in grid units) for
+/// `recon-radial`: kspace FP32 [B, C, S, R, 2] on traj FP32 [B, S, R, 2] (k0 along H, k1 along W, grid
+/// units, BART's order as `cfl.readcfl` returns it) for
 /// an `image_size`² image → one slice per batch item. Items with the same trajectory share one
 /// NUFFT plan (cached by the server across requests).
 async fn radial_inputs(
@@ -202,7 +172,7 @@ async fn radial_inputs(
         ));
     }
     let n = n as usize;
-    let dc = data_consistency(params, crate::mri::dc::RADIAL_DEFAULT)?;
+    let dc = data_consistency(params)?;
     let samples = spokes * readout;
     let (kspace, traj) = (k.f32("kspace")?, t.f32("traj")?);
     let mut items = Vec::with_capacity(b);

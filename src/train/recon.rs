@@ -232,10 +232,7 @@ pub fn run(args: TrainReconArgs) -> anyhow::Result<()> {
     }
     let varmap = VarMap::new();
     let vb = super::seeded_var_builder(&varmap, d.seed, &device);
-    let config = ReconResNetConfig {
-        width: args.width,
-        res_blocks: args.blocks,
-    };
+    let config = ReconResNetConfig::magnitude(args.width, args.blocks);
     let net = ReconResNet::new(config, vb)?;
     let ckpt = super::Checkpoint::beside(&args.out);
     let start = ckpt.resume(args.resume, |p| Ok(varmap.clone().load(p)?))?;

@@ -21,9 +21,11 @@ class ResidualBlock(nn.Module):
 
 
 class ReconResNet(nn.Module):
-    def __init__(self, width=64, res_blocks=14, updown=2):
+    def __init__(self, width=64, res_blocks=14, updown=2, channels=1):
+        """`channels` = 1: the official magnitude network (sigmoid output). `channels` = 2: the complex
+        denoiser of the unrolled network (real and imaginary parts in and out, linear output)."""
         super().__init__()
-        layers = [nn.ReflectionPad2d(3), nn.Conv2d(1, width, 7), nn.InstanceNorm2d(width), nn.PReLU()]
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(channels, width, 7), nn.InstanceNorm2d(width), nn.PReLU()]
         ch = width
         for _ in range(updown):
             layers += [nn.Conv2d(ch, ch * 2, 3, stride=2, padding=1), nn.InstanceNorm2d(ch * 2), nn.PReLU()]
@@ -33,7 +35,9 @@ class ReconResNet(nn.Module):
             layers += [nn.ConvTranspose2d(ch, ch // 2, 3, stride=2, padding=1, output_padding=1),
                        nn.InstanceNorm2d(ch // 2), nn.PReLU()]
             ch //= 2
-        layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, 1, 7), nn.Sigmoid()]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(width, channels, 7)]
+        if channels == 1:
+            layers.append(nn.Sigmoid())
         self.model = nn.Sequential(*layers)
 
     def forward(self, x):

@@ -1,0 +1,156 @@
+"""The unrolled ReconResNet in PyTorch: the reference for inferd's candle implementation and the module
+the shipped weights are trained with (scripts/train_unrolled.py).
+
+K passes of one shared complex ReconResNet denoiser `D` (2 channels: real and imaginary part, linear
+output), each followed by data consistency with its own learned weight λ_k (MoDL-style physics-guided
+unrolling):
+
+    z_k = x_{k-1} + D(x_{k-1})                    (residual denoising step)
+    x_k = argmin_x ‖x − z_k‖² + λ_k ‖A x − y‖²      (data consistency; the last pass: the request's mode)
+
+with `A` the sampling operator (Cartesian: mask ⊙ centred orthonormal FFT; radial: the NUFFT with the
+density compensation as weights) and `x_0` the zero-filled or gridded image scaled so that its peak
+magnitude is 0.5 (inferd's network input convention). For Cartesian sampling the data-consistency
+problem is solved exactly per k-space point (`(F z + λ y) / (1 + λ)` where sampled); the last pass is
+hard (`λ = ∞`, the measured samples are kept), as served by default. For radial sampling it is solved
+by conjugate gradients with `A^H W A` applied through its Toeplitz kernel (exact for the
+non-uniform DFT).
+
+State dict: the denoiser under `model.*` (the official ReconResNet names, so inferd's loader reads it),
+`unrolled.lambda` `[K]` (λ_k; the last entry is the default of the final pass for radial sampling),
+`unrolled.cg_iterations` `[1]`, and for radial models the `sampling.radial` marker.
+"""
+import torch
+import torch.nn as nn
+
+from reconresnet import ReconResNet
+
+
+def fft2c(x):
+    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+
+
+def ifft2c(k):
+    return torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)), norm="ortho"), dim=(-2, -1))
+
+
+def to_channels(x):
+    """[B, H, W] complex → [B, 2, H, W] real."""
+    return torch.stack([x.real, x.imag], dim=1)
+
+
+def to_complex(t):
+    return torch.complex(t[:, 0], t[:, 1])
+
+
+class CartesianOp:
+    """Single-coil Cartesian sampling: `y` [B, H, W] complex (zero where not sampled), `mask` [B, H, W]."""
+
+    def __init__(self, y, mask):
+        self.y, self.mask = y, mask
+
+    def misfit(self, z):
+        """inferd's guard statistic: ‖M(F z − y)‖² / ‖M y‖² per image."""
+        k = fft2c(z)
+        num = ((k - self.y).abs() ** 2 * self.mask).sum(dim=(-2, -1))
+        return num / (self.y.abs() ** 2 * self.mask).sum(dim=(-2, -1))
+
+    def dc(self, z, lam, iterations):
+        k = fft2c(z)
+        if lam is None:  # hard
+            k = torch.where(self.mask > 0, self.y, k)
+        else:
+            k = torch.where(self.mask > 0, (k + lam * self.y) / (1 + lam), k)
+        return ifft2c(k)
+
+
+class ToeplitzOp:
+    """Single-coil non-Cartesian sampling through the Toeplitz embedding of `A^H W A`:
+    `kernel_f` [B or 1, 2H, 2W] is the FFT of the circulant kernel, `aty` [B, H, W] = A^H W y."""
+
+    def __init__(self, kernel_f, aty, ywy=None):
+        self.kernel_f, self.aty, self.ywy = kernel_f, aty, ywy
+
+    def misfit(self, z):
+        """inferd's guard statistic ‖W^½(A z − y)‖² / ‖W^½ y‖² = (zᴴAᴴWAz − 2 Re zᴴAᴴWy + yᴴWy) / yᴴWy
+        (`ywy` [B] = yᴴWy)."""
+        dot = lambda a, b: (a.conj() * b).real.sum(dim=(-2, -1))
+        return (dot(z, self.normal(z)) - 2 * dot(z, self.aty) + self.ywy) / self.ywy
+
+    def normal(self, x):
+        h, w = x.shape[-2:]
+        pad = torch.zeros(x.shape[:-2] + (2 * h, 2 * w), dtype=x.dtype)
+        pad[..., :h, :w] = x
+        return torch.fft.ifft2(torch.fft.fft2(pad) * self.kernel_f)[..., :h, :w]
+
+    def dc(self, z, lam, iterations):
+        """`(I + λ A^H W A) x = z + λ A^H W y` by CG from `z` (as inferd's radial CG data consistency)."""
+        dot = lambda a, b: (a.conj() * b).real.sum(dim=(-2, -1), keepdim=True)
+        x = z
+        r = lam * (self.aty - self.normal(x))
+        d = r
+        rr = dot(r, r)
+        for _ in range(iterations):
+            q = d + lam * self.normal(d)
+            alpha = rr / dot(d, q).clamp_min(1e-30)
+            x = x + alpha * d
+            r = r - alpha * q
+            rr_next = dot(r, r)
+            d = r + (rr_next / rr.clamp_min(1e-30)) * d
+            rr = rr_next
+        return x
+
+
+class Unrolled(nn.Module):
+    def __init__(self, width=32, res_blocks=2, iterations=5, cg_iterations=5, lam0=1.0):
+        super().__init__()
+        self.denoiser = ReconResNet(width, res_blocks, channels=2)
+        # The last convolution starts at zero: an untrained model is the zero-filled image with data
+        # consistency, and training moves away from that.
+        tail = self.denoiser.model[-1]
+        nn.init.zeros_(tail.weight)
+        nn.init.zeros_(tail.bias)
+        self.log_lambda = nn.Parameter(torch.full((iterations,), float(lam0)).log())
+        self.iterations = iterations
+        self.cg_iterations = cg_iterations
+
+    def forward(self, x0, op, final_hard=True, with_last=False):
+        """`x0` [B, H, W] complex; returns the complex image after the last pass (and, with `with_last`,
+        the last pass's image before its data consistency, which inferd's guard checks)."""
+        x = x0
+        lam = self.log_lambda.exp()
+        for k in range(self.iterations):
+            z = x + to_complex(self.denoiser(to_channels(x)))
+            last = k == self.iterations - 1
+            x = op.dc(z, None if (last and final_hard) else lam[k], self.cg_iterations)
+        return (x, z) if with_last else x
+
+    def serve(self, x0, op, final_hard=True):
+        """What inferd serves: the magnitude after the last pass, with the guard applied (where the last
+        pass's image misfits the measurements by more than `guard_misfit`, the output is blended towards
+        the zero-filled image `|x0|` with weight guard_misfit / misfit)."""
+        x, last = self.forward(x0, op, final_hard, with_last=True)
+        tau = getattr(self, "guard_misfit", None) or 0.5
+        m = op.misfit(last).to(torch.float32)
+        w = torch.where(m <= tau, torch.ones_like(m), tau / m)[:, None, None]
+        return w * x.abs() + (1 - w) * x0.abs(), m
+
+    def inferd_state_dict(self, radial=False):
+        """The state dict inferd loads (denoiser as `model.*`)."""
+        state = {"model." + k[len("denoiser.model."):]: v.detach().contiguous()
+                 for k, v in self.state_dict().items() if k.startswith("denoiser.model.")}
+        state["unrolled.lambda"] = self.log_lambda.detach().exp().contiguous()
+        state["unrolled.cg_iterations"] = torch.tensor([float(self.cg_iterations)])
+        if getattr(self, "guard_misfit", None) is not None:
+            state["unrolled.guard_misfit"] = torch.tensor([float(self.guard_misfit)])
+        if radial:
+            state["sampling.radial"] = torch.ones(1)
+        return state
+
+    def load_inferd_state_dict(self, state):
+        own = {"denoiser.model." + k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        own["log_lambda"] = state["unrolled.lambda"].log()
+        self.load_state_dict(own)
+        self.cg_iterations = int(state["unrolled.cg_iterations"].item())
+        if "unrolled.guard_misfit" in state:
+            self.guard_misfit = float(state["unrolled.guard_misfit"].item())
