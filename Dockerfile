@@ -28,7 +28,7 @@ FROM chef AS build
 COPY --from=planner /src/recipe.json recipe.json
 # Dependencies only (a layer that source edits leave cached).
 RUN cargo chef cook --release --locked --recipe-path recipe.json
-# build.rs compiles proto/ and embeds models/{recon-lite,lightsb,lcm}.safetensors when present;
+# build.rs compiles proto/ and embeds models/{recon-unrolled,recon-radial,lightsb,lcm}.safetensors when present;
 # Cargo.toml names the examples and benches under bench/, so those files must be there too.
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto proto

@@ -169,6 +169,34 @@ def main():
         with open(args.out, "w") as f:
             json.dump(rows, f)
     report(rows, models, rmodels)
+    throughput(client, models, data)
+
+
+def throughput(client, models, data, n=256, batch=8):
+    """Time per slice when a client sends a stack of slices in one request (the server batches them
+    through the network), next to one slice per request; Cartesian 4× rows."""
+    imgs = [img for _, _, size, img in data if size == n][:batch]
+    if len(imgs) < batch:
+        return
+    rng = np.random.default_rng(9)
+    mask = np.repeat(md.mask_lines(rng, n, 4.0, "vd")[:, None], n, 1)
+    k = np.stack([md.fft2c(i) * mask for i in imgs])
+    import tritonclient.grpc as g
+    print()
+    print(f"| model ({n}², Cartesian 4×) | s / slice, one slice per request | s / slice, {batch} slices in one request |")
+    print("|---|---|---|")
+    for m in models:
+        single = np.median([infer_cartesian(client, m, k[0], mask)[1] for _ in range(3)])
+        kin = g.InferInput("kspace", [batch, 1, n, n, 2], "FP32")
+        kin.set_data_from_numpy(np.stack([k.real, k.imag], -1)[:, None].astype(np.float32))
+        min_ = g.InferInput("mask", [batch, n, n], "FP32")
+        min_.set_data_from_numpy(np.repeat(mask[None], batch, 0).astype(np.float32))
+        ts = []
+        for _ in range(2):
+            t = time.perf_counter()
+            client.infer(m, [kin, min_])
+            ts.append(time.perf_counter() - t)
+        print(f"| {m} | {single:.3f} | {min(ts) / batch:.3f} |")
 
 
 def report(rows, models, rmodels):
