@@ -282,15 +282,19 @@ fn undersampled_mrd_with_noise_and_repetitions() {
         results.push((er, fr));
     }
     // Measured (128², 8 coils, 2× equispaced + 32 calibration lines, noise 0.05, noise
-    // calibration, 2 repetitions): vs phantom zero-filled 0.106, hard DC 0.144, SENSE DC (λ 10,
-    // 10 iterations) 0.054; vs the fully sampled image 0.040, 0.050 and 0.025. The per-coil rules (hard, soft, CG) keep only the network's guess
-    // for the unsampled lines, and the shipped recon-lite (trained on variable-density 4×/8× masks
-    // of single-coil images) does not undo equispaced 2× aliasing on this phantom; SENSE data
-    // consistency also uses what the 8 coils say about those lines.
+    // calibration, 2 repetitions), shipped recon-unrolled: vs phantom zero-filled 0.106, hard final
+    // DC 0.067, SENSE final DC (λ 10, 10 iterations) 0.040; vs the fully sampled image 0.040, 0.014
+    // and 0.033. The unrolled passes already combine the coils with SENSE data consistency, so
+    // both final rules undo the equispaced aliasing; hard DC keeps the measured lines exactly and
+    // is closest to the fully sampled image, SENSE also denoises them and is closest to the
+    // noiseless phantom.
     let (hard, sense) = (results[0], results[1]);
-    assert!(hard.0 < 0.2 && hard.1 < 0.08, "hard: {hard:?}");
     assert!(
-        sense.0 < 0.8 * ez && sense.1 < 0.8 * fz,
+        hard.0 < 0.8 * ez && hard.1 < 0.8 * fz,
+        "hard {hard:?} vs zero-filled ({ez}, {fz})"
+    );
+    assert!(
+        sense.0 < 0.8 * ez && sense.1 < fz,
         "SENSE {sense:?} vs zero-filled ({ez}, {fz})"
     );
 }

@@ -251,7 +251,7 @@ async fn kserve_bad_input_gets_invalid_argument() {
             }),
         ),
         (
-            "unknown; expected hard, soft, cg, sense or off",
+            "unknown; expected hard, soft, cg, sense, off or model",
             Box::new(|r| {
                 r.parameters.insert(
                     "data_consistency".into(),

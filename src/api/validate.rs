@@ -3,7 +3,7 @@
 
 use super::pb::{self, data_consistency::Mode, mask_spec, sampling::Kind};
 use super::tensor;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::invalid;
 use crate::mri::radial::{RadialOperator, RadialSlice, TrajectorySpec};
 use crate::mri::recon::{CartesianSlice, Slice};
@@ -25,6 +25,9 @@ pub struct Limits {
     pub max_response_values: usize,
     /// Most samples of a non-Cartesian trajectory.
     pub max_trajectory_samples: usize,
+    /// Most memory one request may need at its peak (see [`slice_bytes`], [`graph_bytes`]); larger
+    /// requests are refused with RESOURCE_EXHAUSTED before anything is allocated.
+    pub max_request_bytes: u64,
 }
 
 impl Default for Limits {
@@ -37,7 +40,69 @@ impl Default for Limits {
             max_bridge_samples: 10_000,
             max_response_values: 16 << 20,
             max_trajectory_samples: 4 << 20,
+            max_request_bytes: 2 << 30,
         }
+    }
+}
+
+/// Width (channels) of the widest full-resolution activation of the reconstruction networks; the
+/// cost model assumes it for every model (the shipped ones use 32).
+const NETWORK_WIDTH: u64 = 32;
+
+/// Peak bytes of one reconstruction slice of `coils` coils at `ny × nx` (`samples` per coil for a
+/// non-Cartesian slice, else 0), counted from what the pipeline allocates: the coil data and up to
+/// eight coil-sized complex buffers (images, sensitivities, data-consistency k-space, the CG
+/// vectors), the twice-oversampled NUFFT grid and its sample buffers, and the network's
+/// activations (about twelve full-resolution tensors of the network's width, im2col included).
+/// `None` when the product overflows.
+pub fn slice_bytes(ny: usize, nx: usize, coils: usize, samples: usize) -> Option<u64> {
+    let (ny, nx, coils, samples) = (ny as u64, nx as u64, coils as u64, samples as u64);
+    let plane = ny.checked_mul(nx)?;
+    let coil_planes = coils.checked_mul(plane)?.checked_mul(8 * 9)?;
+    let non_cartesian = if samples > 0 {
+        let grid = plane.checked_mul(4 * 8 * 2)?;
+        coils
+            .checked_mul(samples)?
+            .checked_mul(8 * 3)?
+            .checked_add(grid)?
+    } else {
+        0
+    };
+    let network = plane.checked_mul(4 * NETWORK_WIDTH * 12)?;
+    coil_planes.checked_add(non_cartesian)?.checked_add(network)
+}
+
+/// Peak bytes of a graph aggregation: per node the features, the encoder's and aggregator's hidden
+/// activations (about eight of width `hidden`) and the output; per edge the indices, the CSR and two
+/// gathered hidden messages. `None` when the product overflows.
+pub fn graph_bytes(nodes: u64, features: u64, hidden: u64, out: u64, edges: u64) -> Option<u64> {
+    let per_node = features
+        .checked_add(hidden.checked_mul(8)?)?
+        .checked_add(out)?
+        .checked_mul(4)?;
+    let per_edge = hidden.checked_mul(8)?.checked_add(3 * 8)?;
+    nodes
+        .checked_mul(per_node)?
+        .checked_add(edges.checked_mul(per_edge)?)
+}
+
+/// Refuses a request whose peak memory (`bytes`, `None` = beyond any count) is above the
+/// per-request limit, naming both.
+pub fn admit(what: &str, bytes: Option<u64>, max_request_bytes: u64) -> Result<()> {
+    const MIB: f64 = (1u64 << 20) as f64;
+    match bytes {
+        Some(b) if b <= max_request_bytes => Ok(()),
+        Some(b) => Err(Error::ResourceExhausted(format!(
+            "{what} needs about {:.0} MiB at its peak, above the server's limit of {:.0} MiB per \
+             request (--max-request-mb); send fewer coils, smaller images or a smaller batch",
+            b as f64 / MIB,
+            max_request_bytes as f64 / MIB
+        ))),
+        None => Err(Error::ResourceExhausted(format!(
+            "{what} declares sizes whose product overflows; the server's limit is {:.0} MiB per \
+             request (--max-request-mb)",
+            max_request_bytes as f64 / MIB
+        ))),
     }
 }
 
@@ -102,6 +167,12 @@ pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconP
         Some(Kind::Radial(r)) => trajectory = Some(radial(r, ny, nx, limits)?),
         Some(Kind::Trajectory(t)) => trajectory = Some(coordinates(t, ny, nx, limits)?),
     }
+    let samples = trajectory.as_ref().map_or(0, TrajectorySpec::samples);
+    admit(
+        &format!("one slice of {coils} coils at {ny}x{nx}"),
+        slice_bytes(ny, nx, coils, samples),
+        limits.max_request_bytes,
+    )?;
     let dc = match h.data_consistency.as_ref() {
         None => DcMode::Model,
         Some(d) => {
@@ -255,7 +326,7 @@ pub fn trajectory(coords: Vec<[f32; 2]>, n: usize) -> Result<TrajectorySpec> {
             let v = pair[c];
             if !(v.is_finite() && (-h..h).contains(&(v as f64))) {
                 return Err(invalid!(
-                    "trajectory sample {i}: k{c} (along {axis}) is {v}; expected a finite coordinate with -{h} <= k{c} < {h} for a {n}x{n} image (grid units, BART's convention)"
+                    "trajectory sample {i}: k{c} (along {axis}) is {v}, outside the grid; expected a finite coordinate with -{h} <= k{c} < {h} for a {n}x{n} image (grid units, BART's convention)"
                 ));
             }
         }

@@ -743,21 +743,16 @@ mod tests {
         assert!(stock.min_all().unwrap().to_scalar::<f32>().unwrap() < 0.0);
         net.prepare_cpu_kernels().unwrap();
         let fast = net.forward(&x).unwrap();
-        let diff = (fast - &stock)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let scale = stock
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let max_abs = |t: &Tensor| {
+            t.abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let diff = max_abs(&(fast - &stock).unwrap());
+        let scale = max_abs(&stock);
         assert!(
             diff <= 1e-4 * scale.max(1.0),
             "fast vs stock {diff} (scale {scale})"

@@ -25,6 +25,10 @@ pub struct ServeConfig {
     /// Largest accepted gRPC message, in MiB (one multi-coil slice must fit).
     #[arg(long, env = "INFERD_MAX_MESSAGE_MB", default_value_t = 64)]
     pub max_message_mb: usize,
+    /// Most memory one request may need at its peak, in MiB (estimated from its declared sizes
+    /// before anything is allocated; larger requests get RESOURCE_EXHAUSTED).
+    #[arg(long, env = "INFERD_MAX_REQUEST_MB", default_value_t = 2048)]
+    pub max_request_mb: u64,
     /// Items (slices, sample requests) that may wait for the device, all models together, before new
     /// requests are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "INFERD_QUEUE_CAPACITY", default_value_t = 256)]
@@ -82,6 +86,8 @@ pub struct ServeConfig {
     /// seconds, so that clients reconnect and load spreads over new replicas. Unset: no limit.
     #[arg(long, env = "INFERD_MAX_CONNECTION_AGE_S")]
     pub max_connection_age_s: Option<u64>,
+    #[command(flatten)]
+    pub transport: super::limits::TransportLimits,
     #[command(flatten)]
     pub pacs: PacsConfig,
 }
@@ -160,6 +166,7 @@ impl ServeConfig {
             models: Vec::new(),
             default_model: None,
             max_message_mb: 64,
+            max_request_mb: 2048,
             queue_capacity: 256,
             model_queue_capacity: 64,
             max_batch: None,
@@ -176,6 +183,7 @@ impl ServeConfig {
             auth_token: None,
             shutdown_grace_s: 30,
             max_connection_age_s: None,
+            transport: Default::default(),
             pacs: PacsConfig::default(),
         }
     }

@@ -3,10 +3,11 @@
 //! chunk as it arrives, builds the CSR neighbourhoods once the stream ends, runs the model as one
 //! scheduler item and streams the output rows back in chunks.
 
+use super::limits::next_message;
 use super::state::{self, ServerState};
 use crate::api::pb::{self, graph_request::Msg, graph_server::Graph};
-use crate::api::tensor;
-use crate::error::{normalise_transport_status, Error, Result};
+use crate::api::{tensor, validate};
+use crate::error::{Error, Result};
 use crate::invalid;
 use crate::metrics::RequestGuard;
 use crate::models::{lcm::Csr, Family, GraphInput, Input, Output};
@@ -28,8 +29,29 @@ const MAX_EDGES: usize = 1 << 28;
 /// Default response chunk size in bytes.
 const CHUNK_BYTES: usize = 4 << 20;
 
+/// The model's sizes and the server's limits: the stream's peak memory is checked against the
+/// per-request limit at the header (nodes) and again as edges arrive.
+#[derive(Clone, Copy)]
+struct GraphCost {
+    features: u64,
+    hidden: u64,
+    out: u64,
+    max_request_bytes: u64,
+}
+
+impl GraphCost {
+    fn admit(&self, nodes: u64, edges: u64) -> Result<()> {
+        validate::admit(
+            &format!("a graph of {nodes} nodes and {edges} edges"),
+            validate::graph_bytes(nodes, self.features, self.hidden, self.out, edges),
+            self.max_request_bytes,
+        )
+    }
+}
+
 /// What the stream has delivered so far.
 struct Received {
+    cost: GraphCost,
     x: Vec<f32>,
     features: usize,
     nodes: usize,
@@ -40,7 +62,7 @@ struct Received {
 }
 
 impl Received {
-    fn new(h: &pb::GraphHeader, features: usize) -> Result<Received> {
+    fn new(h: &pb::GraphHeader, features: usize, cost: GraphCost) -> Result<Received> {
         if h.features as usize != features {
             return Err(invalid!(
                 "header features is {}, expected {features} (the model's input width)",
@@ -54,7 +76,9 @@ impl Received {
                 MAX_VALUES / features.max(1) as u64
             )));
         }
+        cost.admit(h.nodes, 0)?;
         Ok(Received {
+            cost,
             x: Vec::with_capacity(h.nodes as usize * features),
             features,
             nodes: h.nodes as usize,
@@ -123,11 +147,13 @@ impl Received {
                 if !self.batch.is_empty() {
                     return Err(invalid!("a stream holds either edges or set ids, not both"));
                 }
-                if self.source.len() + e.source.len() > MAX_EDGES {
+                let edges = self.source.len() + e.source.len();
+                if edges > MAX_EDGES {
                     return Err(Error::ResourceExhausted(format!(
                         "more than {MAX_EDGES} edges in one stream"
                     )));
                 }
+                self.cost.admit(self.nodes as u64, edges as u64)?;
                 self.source.extend_from_slice(&e.source);
                 self.target.extend_from_slice(&e.target);
                 Ok(())
@@ -193,10 +219,8 @@ impl Graph for GraphService {
     ) -> std::result::Result<Response<Self::AggregateStream>, Status> {
         let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await
-            .map_err(normalise_transport_status)?;
+        let idle = self.state.stream_idle;
+        let first = next_message(&mut inbound, idle).await?;
         let header = match first.and_then(|m| m.msg) {
             Some(Msg::Header(h)) => h,
             _ => return Err(invalid!("the stream must start with a GraphHeader").into()),
@@ -206,18 +230,21 @@ impl Graph for GraphService {
         let info = &loaded.models[model];
         let features: usize = info.require("in_features")?;
         let out: usize = info.require("out_features")?;
-        let priority = crate::api::validate::priority(header.priority)?;
+        let hidden: usize = info.require("hidden")?;
+        let priority = validate::priority(header.priority)?;
         let options = state::job_options(&metadata, priority, None);
         let name = info.name.clone();
         let guard = RequestGuard::new(&self.state.metrics, &name, "inferd");
         let span = tracing::info_span!("graph_aggregate", model = %name, nodes = header.nodes);
         let result = async {
-            let mut received = Received::new(&header, features)?;
-            while let Some(m) = inbound
-                .message()
-                .await
-                .map_err(normalise_transport_status)?
-            {
+            let cost = GraphCost {
+                features: features as u64,
+                hidden: hidden as u64,
+                out: out as u64,
+                max_request_bytes: self.state.limits.max_request_bytes,
+            };
+            let mut received = Received::new(&header, features, cost)?;
+            while let Some(m) = next_message(&mut inbound, idle).await? {
                 let msg = m
                     .msg
                     .ok_or_else(|| invalid!("empty request message; expected a chunk"))?;

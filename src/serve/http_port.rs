@@ -1,6 +1,7 @@
 //! The plain-HTTP side port: Prometheus `/metrics`, and `/live` and `/ready` for probes that do not
 //! speak gRPC.
 
+use super::limits::TransportLimits;
 use super::state::ServerState;
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use std::convert::Infallible;
@@ -36,22 +37,35 @@ fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<String> {
     res
 }
 
-/// Serves until the task is dropped.
-pub async fn serve(listener: TcpListener, state: Arc<ServerState>) {
+/// Serves until the task is dropped. A client has `metrics_timeout` to send its request headers,
+/// and a connection is closed after that long in any case (scrapes take milliseconds); at most
+/// `metrics_max_connections` are open at once, further ones are closed at once.
+pub async fn serve(listener: TcpListener, state: Arc<ServerState>, limits: TransportLimits) {
+    let open = Arc::new(tokio::sync::Semaphore::new(
+        limits.metrics_max_connections.max(1),
+    ));
+    let timeout = limits.metrics_timeout();
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let res = respond(&state, &req);
                 async move { Ok::<_, Infallible>(res) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(io, svc)
-                .await;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(timeout)
+                .serve_connection(io, svc);
+            let _ = tokio::time::timeout(timeout, conn).await;
         });
     }
 }

@@ -96,6 +96,11 @@ fn recon_inputs(
             limits.max_coils
         ));
     }
+    validate::admit(
+        &format!("a batch of {b} slices of {coils} coils at {ny}x{nx}"),
+        validate::slice_bytes(ny, nx, coils, 0).and_then(|v| v.checked_mul(b as u64)),
+        limits.max_request_bytes,
+    )?;
     let dc = data_consistency(params)?;
     let kspace = k.f32("kspace")?;
     let mask = m.f32("mask")?;
@@ -172,8 +177,13 @@ async fn radial_inputs(
         ));
     }
     let n = n as usize;
-    let dc = data_consistency(params)?;
     let samples = spokes * readout;
+    validate::admit(
+        &format!("a batch of {b} radial slices of {coils} coils at {n}x{n}"),
+        validate::slice_bytes(n, n, coils, samples).and_then(|v| v.checked_mul(b as u64)),
+        limits.max_request_bytes,
+    )?;
+    let dc = data_consistency(params)?;
     let (kspace, traj) = (k.f32("kspace")?, t.f32("traj")?);
     let mut items = Vec::with_capacity(b);
     let mut previous: Option<(&[f32], Arc<crate::mri::radial::RadialOperator>)> = None;
@@ -494,11 +504,10 @@ impl GrpcInferenceService for KServeService {
         let state = self.state.clone();
         tokio::spawn(async move {
             loop {
-                let req = match inbound.message().await {
+                let req = match super::limits::next_message(&mut inbound, state.stream_idle).await {
                     Ok(Some(r)) => r,
                     Ok(None) => break,
-                    Err(s) => {
-                        let status = crate::error::normalise_transport_status(s);
+                    Err(status) => {
                         let _ = pending_tx.send(tokio::spawn(async { Err(status) })).await;
                         break;
                     }

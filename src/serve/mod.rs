@@ -13,6 +13,7 @@ pub mod dicom_out;
 mod graph_service;
 mod http_port;
 mod kserve;
+pub mod limits;
 mod recon_service;
 pub mod state;
 
@@ -204,8 +205,12 @@ pub async fn serve_with(
     let dicom = dicom_out::DicomOut::start(&config.pacs, metrics.clone())?;
     let state = Arc::new(ServerState::new(
         metrics.clone(),
-        Limits::default(),
+        Limits {
+            max_request_bytes: config.max_request_mb.max(1).saturating_mul(1 << 20),
+            ..Limits::default()
+        },
         config.stream_inflight,
+        config.transport.stream_idle_timeout(),
         dicom,
     ));
 
@@ -262,7 +267,7 @@ pub async fn serve_with(
     let addr = listener.local_addr()?;
     let metrics_task = metrics_listener.map(|l| {
         tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "metrics on http://ADDR/metrics");
-        tokio::spawn(http_port::serve(l, state.clone()))
+        tokio::spawn(http_port::serve(l, state.clone(), config.transport.clone()))
     });
     tracing::info!(%addr, tls = tls.is_some(), mutual_tls = config.tls_client_ca.is_some(), auth = token.enabled(), max_message_mb = config.max_message_mb, "inferd listening");
 
@@ -287,9 +292,9 @@ pub async fn serve_with(
     let incoming = TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(std::time::Duration::from_secs(60)));
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = config.transport.apply(tonic::transport::Server::builder());
     if let Some(tls) = tls {
-        builder = builder.tls_config(tls)?;
+        builder = builder.tls_config(tls.timeout(config.transport.tls_handshake_timeout()))?;
     }
     if let Some(age) = config.max_connection_age_s {
         builder = builder.max_connection_age(std::time::Duration::from_secs(age.max(1)));

@@ -1,10 +1,11 @@
 //! The `inferd.v1.Reconstruction` gRPC service: validation, submission to the scheduler, and the
 //! ordered streaming of results.
 
+use super::limits::next_message;
 use super::state::{self, ServerState};
 use crate::api::pb::{self, recon_request, recon_response, reconstruction_server::Reconstruction};
 use crate::api::{tensor, validate};
-use crate::error::{normalise_transport_status, Error};
+use crate::error::Error;
 use crate::invalid;
 use crate::metrics::RequestGuard;
 use crate::models::{Family, Input, Output};
@@ -94,18 +95,17 @@ impl ReconService {
         options: JobOptions,
         plan: validate::ReconPlan,
         mut inbound: Streaming<pb::ReconRequest>,
+        idle: std::time::Duration,
         pending: mpsc::Sender<Pending>,
     ) {
         let mut next_index = 0usize;
         let mut received = 0usize;
         loop {
-            let msg = match inbound.message().await {
+            let msg = match next_message(&mut inbound, idle).await {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(s) => {
-                    let _ = pending
-                        .send(Pending::Fail(normalise_transport_status(s)))
-                        .await;
+                    let _ = pending.send(Pending::Fail(s)).await;
                     return;
                 }
             };
@@ -228,10 +228,7 @@ impl Reconstruction for ReconService {
     ) -> Result<Response<Self::StreamReconstructStream>, Status> {
         let metadata = request.metadata().clone();
         let mut inbound = request.into_inner();
-        let first = inbound
-            .message()
-            .await
-            .map_err(normalise_transport_status)?;
+        let first = next_message(&mut inbound, self.state.stream_idle).await?;
         let header = match first.and_then(|m| m.msg) {
             Some(recon_request::Msg::Header(h)) => h,
             Some(recon_request::Msg::Slice(_)) => {
@@ -257,6 +254,7 @@ impl Reconstruction for ReconService {
                 options,
                 plan.clone(),
                 inbound,
+                self.state.stream_idle,
                 pending_tx,
             )
             .instrument(span.clone()),

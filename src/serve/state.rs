@@ -21,6 +21,8 @@ pub struct ServerState {
     pub metrics: Arc<Metrics>,
     pub limits: Limits,
     pub stream_inflight: usize,
+    /// Longest a client stream may go without sending a message.
+    pub stream_idle: std::time::Duration,
     /// DICOM output and PACS delivery.
     pub dicom: super::dicom_out::DicomOut,
     /// NUFFT operators of recently used trajectories (planning one costs milliseconds to a few
@@ -104,9 +106,11 @@ impl ServerState {
         metrics: Arc<Metrics>,
         limits: Limits,
         stream_inflight: usize,
+        stream_idle: std::time::Duration,
         dicom: super::dicom_out::DicomOut,
     ) -> Self {
         ServerState {
+            stream_idle,
             dicom,
             loaded: OnceLock::new(),
             draining: AtomicBool::new(false),

@@ -1,0 +1,271 @@
+//! Requests that try to take the server down: headers that declare a few KB of input expanding to
+//! many GiB (radial size × coils on the streaming API and on KServe, a graph of 2^25 nodes), streams
+//! that stop sending, and hundreds of idle streams on one connection. Each ends in a clean status
+//! naming the limit, health keeps answering, and a normal request succeeds right after each case.
+
+mod common;
+
+use common::TestServer;
+use inferd::api::pb::{
+    self, graph_client::GraphClient, graph_request::Msg as GraphMsg, recon_request,
+    reconstruction_client::ReconstructionClient,
+};
+use inferd::api::tensor;
+use inferd::serve::limits::TransportLimits;
+use inferd::serve::ServeConfig;
+use num_complex::Complex32;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+fn header(n: u32, coils: u32, sampling: Option<pb::Sampling>) -> pb::ReconHeader {
+    pb::ReconHeader {
+        height: n,
+        width: n,
+        coils,
+        slices: 1,
+        sampling,
+        return_zero_filled: true,
+        request_id: "hostile".into(),
+        ..Default::default()
+    }
+}
+
+fn radial(spokes: u32, readout: u32) -> pb::Sampling {
+    pb::Sampling {
+        kind: Some(pb::sampling::Kind::Radial(pb::RadialTrajectory {
+            spokes,
+            readout,
+            ..Default::default()
+        })),
+    }
+}
+
+/// Health answers, and how long it took.
+async fn health(url: &str) -> Duration {
+    let ch = tonic::transport::Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let r = tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, 1, "health SERVING");
+    t.elapsed()
+}
+
+/// A small Cartesian slice reconstructs: the server is still fully working.
+async fn normal_request_succeeds(url: &str) {
+    let n = 32;
+    let k: Vec<Complex32> = (0..n * n)
+        .map(|i| Complex32::new((i % 7) as f32, (i % 3) as f32))
+        .collect();
+    let reqs = common::recon_requests(
+        header(n as u32, 1, Some(pb::Sampling::variable_density(4.0, 1))),
+        &[(vec![1, n, n], k)],
+    );
+    let images = common::reconstruct(url, reqs).await.unwrap();
+    assert_eq!(images.len(), 1);
+    assert!(health(url).await < Duration::from_secs(1));
+}
+
+fn assert_exhausted(s: &tonic::Status, needle: &str) {
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    assert!(
+        s.message().contains(needle),
+        "{s:?} should mention {needle:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expanding_headers_are_refused_before_allocation() {
+    let server = TestServer::start(ServeConfig {
+        max_request_mb: 1024,
+        ..ServeConfig::for_tests()
+    })
+    .await;
+
+    // StreamReconstruct: 128 coils at 1024², radial, slices of 2 samples per coil (a few KB sent,
+    // several GiB of coil images, sensitivities and CG vectors if admitted).
+    let k = vec![Complex32::new(1.0, 0.0); 128 * 2];
+    let reqs = common::recon_requests(header(1024, 128, Some(radial(1, 2))), &[(vec![128, 2], k)]);
+    let s = common::reconstruct(&server.url, reqs).await.unwrap_err();
+    assert_exhausted(&s, "--max-request-mb");
+    assert!(s.message().contains("128 coils at 1024x1024"), "{s:?}");
+    normal_request_succeeds(&server.url).await;
+
+    // The same on the unary API, Cartesian.
+    let mut c = ReconstructionClient::connect(server.url.clone())
+        .await
+        .unwrap();
+    let s = c
+        .reconstruct_slice(pb::ReconstructSliceRequest {
+            header: Some(header(1024, 128, None)),
+            slice: Some(pb::KSpaceSlice {
+                index: 0,
+                kspace: Some(tensor::encode_c64(&[1, 1, 1], &[Complex32::default()])),
+                mask: None,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_exhausted(&s, "MiB");
+    normal_request_succeeds(&server.url).await;
+
+    // KServe recon-radial: C = 128, one spoke of 2 samples, image_size 1024.
+    use inferd::api::kserve::pb::{
+        grpc_inference_service_client::GrpcInferenceServiceClient,
+        infer_parameter::ParameterChoice, model_infer_request::InferInputTensor, InferParameter,
+        ModelInferRequest,
+    };
+    let input = |name: &str, shape: &[i64], values: usize| {
+        (
+            InferInputTensor {
+                name: name.into(),
+                datatype: "FP32".into(),
+                shape: shape.to_vec(),
+                ..Default::default()
+            },
+            inferd::api::kserve::f32_raw(&vec![0.25; values]),
+        )
+    };
+    let (k, kraw) = input("kspace", &[1, 128, 1, 2, 2], 128 * 2 * 2);
+    let (t, traj) = input("traj", &[1, 1, 2, 2], 4);
+    let mut kc = GrpcInferenceServiceClient::connect(server.url.clone())
+        .await
+        .unwrap();
+    let s = kc
+        .model_infer(ModelInferRequest {
+            model_name: "recon-radial".into(),
+            inputs: vec![k, t],
+            raw_input_contents: vec![kraw, traj],
+            parameters: [(
+                "image_size".to_string(),
+                InferParameter {
+                    parameter_choice: Some(ParameterChoice::Int64Param(1024)),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_exhausted(&s, "radial slices of 128 coils at 1024x1024");
+    normal_request_succeeds(&server.url).await;
+
+    // Graph/Aggregate declaring 2^25 nodes of 8 features (1 GiB of features alone, and the
+    // model's hidden activations on top): refused at the header.
+    let mut g = GraphClient::connect(server.url.clone()).await.unwrap();
+    let reqs = vec![pb::GraphRequest {
+        msg: Some(GraphMsg::Header(pb::GraphHeader {
+            model: "lcm".into(),
+            nodes: 1 << 25,
+            features: 8,
+            ..Default::default()
+        })),
+    }];
+    let s = match g.aggregate(tokio_stream::iter(reqs)).await {
+        Err(s) => s,
+        Ok(r) => r.into_inner().message().await.unwrap_err(),
+    };
+    assert_exhausted(&s, "33554432 nodes");
+    normal_request_succeeds(&server.url).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_streams_are_closed_and_release_their_slots() {
+    let server = TestServer::start(ServeConfig {
+        transport: TransportLimits {
+            stream_idle_timeout_s: 1,
+            max_streams_per_connection: 64,
+            ..Default::default()
+        },
+        ..ServeConfig::for_tests()
+    })
+    .await;
+    // One stream that sends its header and then nothing.
+    let idle_stream = |ch: tonic::transport::Channel| async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(pb::ReconRequest {
+            msg: Some(recon_request::Msg::Header(header(
+                64,
+                1,
+                Some(pb::Sampling::variable_density(4.0, 1)),
+            ))),
+        })
+        .await
+        .unwrap();
+        let mut c = ReconstructionClient::new(ch);
+        let r = c
+            .stream_reconstruct(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await;
+        let status = match r {
+            Err(s) => s,
+            Ok(r) => r.into_inner().message().await.unwrap_err(),
+        };
+        drop(tx);
+        status
+    };
+    let ch = tonic::transport::Channel::from_shared(server.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let s = idle_stream(ch.clone()).await;
+    assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}");
+    assert!(s.message().contains("no message for 1 s"), "{s:?}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+
+    // 400 idle streams on one connection (64 at a time by the server's limit, the rest wait):
+    // all are closed, health answers meanwhile, and the server works afterwards.
+    let streams: Vec<_> = (0..400)
+        .map(|_| tokio::spawn(idle_stream(ch.clone())))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let during = health(&server.url).await;
+    println!("health during 400 idle streams: {during:?}");
+    assert!(during < Duration::from_secs(1), "health took {during:?}");
+    for s in streams {
+        let s = s.await.unwrap();
+        assert_eq!(s.code(), Code::DeadlineExceeded, "{s:?}");
+    }
+    println!("400 idle streams closed after {:?}", t.elapsed());
+    normal_request_succeeds(&server.url).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_metrics_client_is_disconnected() {
+    use std::io::{Read, Write};
+    let server = TestServer::start(ServeConfig {
+        transport: TransportLimits {
+            metrics_timeout_s: 1,
+            ..Default::default()
+        },
+        ..ServeConfig::for_tests()
+    })
+    .await;
+    let addr = server.metrics_url.trim_start_matches("http://").to_string();
+    // Slowloris: half a request line, then silence. The server closes the connection.
+    let t = Instant::now();
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET /metr").unwrap();
+        let mut buf = [0u8; 256];
+        matches!(s.read(&mut buf), Ok(_))
+    })
+    .await
+    .unwrap();
+    assert!(closed, "the metrics port kept a silent client open");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert!(server.metrics().contains("inferd_"));
+    server.stop().await;
+}
