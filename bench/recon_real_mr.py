@@ -165,10 +165,10 @@ def main():
                     res[m] = (metrics(rec, img), ti)
                 rows.append({"source": src, "image": key, "size": n, "setting": setting, "results": res})
             print(f"{key} {n}²: done", file=sys.stderr, flush=True)
+    report(rows, models, rmodels)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump(rows, f)
-    report(rows, models, rmodels)
+            json.dump(rows, f, default=float)
     throughput(client, models, data)
 
 

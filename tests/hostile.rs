@@ -269,3 +269,80 @@ async fn a_silent_metrics_client_is_disconnected() {
     assert!(server.metrics().contains("inferd_"));
     server.stop().await;
 }
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kb * 1024
+}
+
+/// The admission estimate is an upper bound of what a slice really costs: the real binary's peak
+/// resident memory grows by less than `slice_bytes` when a 16-coil 384² slice is reconstructed
+/// (and by more than a tenth of it, so the bound is not vacuous).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admission_estimate_bounds_the_measured_peak_memory() {
+    use common::orthanc::free_port;
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
+        .args(["serve", "--device", "cpu", "--cpu-threads", "2"])
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = format!("http://127.0.0.1:{metrics_port}/ready");
+    let start = Instant::now();
+    while common::http_request(&ready).map(|(c, _)| c) != Some(200) {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "server not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    normal_request_succeeds(&url).await; // warm-up: models loaded, pools created
+    let before = peak_rss(child.id());
+
+    let (n, coils) = (384usize, 16usize);
+    let k: Vec<Complex32> = (0..coils * n * n)
+        .map(|i| {
+            Complex32::new(
+                ((i * 7919) % 1013) as f32 / 1013.0,
+                ((i * 104729) % 997) as f32 / 997.0,
+            )
+        })
+        .collect();
+    let reqs = common::recon_requests(
+        header(
+            n as u32,
+            coils as u32,
+            Some(pb::Sampling::variable_density(4.0, 1)),
+        ),
+        &[(vec![coils, n, n], k)],
+    );
+    let images = common::reconstruct(&url, reqs).await.unwrap();
+    assert_eq!(images.len(), 1);
+    let growth = peak_rss(child.id()).saturating_sub(before);
+    let estimate = inferd::api::validate::slice_bytes(n, n, coils, 0).unwrap();
+    println!(
+        "{coils} coils at {n}²: peak RSS grew {} MiB, admission estimate {} MiB",
+        growth >> 20,
+        estimate >> 20
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        growth <= estimate,
+        "measured {growth} B above the estimate {estimate} B"
+    );
+    assert!(
+        growth * 10 >= estimate,
+        "estimate {estimate} B is over 10× the measured {growth} B"
+    );
+}
