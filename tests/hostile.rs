@@ -1,14 +1,16 @@
 //! Requests that try to take the server down: headers that declare a few KB of input expanding to
-//! many GiB (radial size × coils on the streaming API and on KServe, a graph of 2^25 nodes), streams
-//! that stop sending, and hundreds of idle streams on one connection. Each ends in a clean status
-//! naming the limit, health keeps answering, and a normal request succeeds right after each case.
-
+//! many GiB (radial size × coils on the streaming API and on KServe, a graph of 2^25 nodes, bridge
+//! shapes that wrap and samples × trajectory steps), streams that stop sending, hundreds of idle
+//! streams on one connection, a slowloris client on the metrics port. Each ends in a clean status
+//! naming the limit, health keeps answering, and a normal request succeeds right after each case;
+//! the expanding requests are also sent to the real binary under a 4 GiB address-space limit, and
+//! the admission estimate is checked against the binary's measured peak memory.
 mod common;
 
 use common::TestServer;
 use inferd::api::pb::{
-    self, graph_client::GraphClient, graph_request::Msg as GraphMsg, recon_request,
-    reconstruction_client::ReconstructionClient,
+    self, bridge_client::BridgeClient, graph_client::GraphClient, graph_request::Msg as GraphMsg,
+    recon_request, reconstruction_client::ReconstructionClient,
 };
 use inferd::api::tensor;
 use inferd::serve::limits::TransportLimits;
@@ -89,20 +91,25 @@ async fn expanding_headers_are_refused_before_allocation() {
         ..ServeConfig::for_tests()
     })
     .await;
+    expanding_requests(&server.url).await;
+    server.stop().await;
+}
 
+/// Every expanding request, each refused and followed by a normal request that must succeed
+/// (the server runs with `--max-request-mb 1024`).
+async fn expanding_requests(url: &str) {
+    let url = url.to_string();
     // StreamReconstruct: 128 coils at 1024², radial, slices of 2 samples per coil (a few KB sent,
     // several GiB of coil images, sensitivities and CG vectors if admitted).
     let k = vec![Complex32::new(1.0, 0.0); 128 * 2];
     let reqs = common::recon_requests(header(1024, 128, Some(radial(1, 2))), &[(vec![128, 2], k)]);
-    let s = common::reconstruct(&server.url, reqs).await.unwrap_err();
+    let s = common::reconstruct(&url, reqs).await.unwrap_err();
     assert_exhausted(&s, "--max-request-mb");
     assert!(s.message().contains("128 coils at 1024x1024"), "{s:?}");
-    normal_request_succeeds(&server.url).await;
+    normal_request_succeeds(&url).await;
 
     // The same on the unary API, Cartesian.
-    let mut c = ReconstructionClient::connect(server.url.clone())
-        .await
-        .unwrap();
+    let mut c = ReconstructionClient::connect(url.clone()).await.unwrap();
     let s = c
         .reconstruct_slice(pb::ReconstructSliceRequest {
             header: Some(header(1024, 128, None)),
@@ -115,7 +122,7 @@ async fn expanding_headers_are_refused_before_allocation() {
         .await
         .unwrap_err();
     assert_exhausted(&s, "MiB");
-    normal_request_succeeds(&server.url).await;
+    normal_request_succeeds(&url).await;
 
     // KServe recon-radial: C = 128, one spoke of 2 samples, image_size 1024.
     use inferd::api::kserve::pb::{
@@ -136,7 +143,7 @@ async fn expanding_headers_are_refused_before_allocation() {
     };
     let (k, kraw) = input("kspace", &[1, 128, 1, 2, 2], 128 * 2 * 2);
     let (t, traj) = input("traj", &[1, 1, 2, 2], 4);
-    let mut kc = GrpcInferenceServiceClient::connect(server.url.clone())
+    let mut kc = GrpcInferenceServiceClient::connect(url.clone())
         .await
         .unwrap();
     let s = kc
@@ -156,11 +163,11 @@ async fn expanding_headers_are_refused_before_allocation() {
         .await
         .unwrap_err();
     assert_exhausted(&s, "radial slices of 128 coils at 1024x1024");
-    normal_request_succeeds(&server.url).await;
+    normal_request_succeeds(&url).await;
 
     // Graph/Aggregate declaring 2^25 nodes of 8 features (1 GiB of features alone, and the
     // model's hidden activations on top): refused at the header.
-    let mut g = GraphClient::connect(server.url.clone()).await.unwrap();
+    let mut g = GraphClient::connect(url.clone()).await.unwrap();
     let reqs = vec![pb::GraphRequest {
         msg: Some(GraphMsg::Header(pb::GraphHeader {
             model: "lcm".into(),
@@ -174,8 +181,54 @@ async fn expanding_headers_are_refused_before_allocation() {
         Ok(r) => r.into_inner().message().await.unwrap_err(),
     };
     assert_exhausted(&s, "33554432 nodes");
-    normal_request_succeeds(&server.url).await;
-    server.stop().await;
+    normal_request_succeeds(&url).await;
+
+    // Bridge/Sample: a shape whose element count wraps (2^62 rows, no data), and the most samples
+    // times the longest trajectory.
+    let b = BridgeClient::connect(url.clone()).await.unwrap();
+    let sample = |req: pb::BridgeRequest| {
+        let mut b = b.clone();
+        async move {
+            match b.sample(req).await {
+                Err(s) => s,
+                Ok(r) => {
+                    let mut r = r.into_inner();
+                    loop {
+                        match r.message().await {
+                            Ok(Some(_)) => continue,
+                            Ok(None) => panic!("an expanding bridge request was served"),
+                            Err(s) => break s,
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let s = sample(pb::BridgeRequest {
+        x: Some(pb::Tensor {
+            shape: vec![1 << 62, 2],
+            dtype: pb::DataType::Float32 as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = sample(pb::BridgeRequest {
+        x: Some(tensor::encode_f32(&[1, 2], &[0.0, 0.0])),
+        num_samples: u32::MAX,
+        what: Some(pb::bridge_request::What::Trajectory(pb::Trajectory {
+            steps: 10_000,
+            ..Default::default()
+        })),
+        ..Default::default()
+    })
+    .await;
+    assert!(
+        matches!(s.code(), Code::InvalidArgument | Code::ResourceExhausted),
+        "{s:?}"
+    );
+    normal_request_succeeds(&url).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -284,14 +337,18 @@ fn peak_rss(pid: u32) -> u64 {
 /// The admission estimate is an upper bound of what a slice really costs: the real binary's peak
 /// resident memory grows by less than `slice_bytes` when a 16-coil 384² slice is reconstructed
 /// (and by more than a tenth of it, so the bound is not vacuous).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_admission_estimate_bounds_the_measured_peak_memory() {
+/// The real binary serving on free loopback ports, started through `sh -c` with `limits` (shell
+/// `ulimit` commands, may be empty) and `extra` flags; returns the child and the gRPC URL once ready.
+async fn spawn_binary(limits: &str, extra: &str) -> (std::process::Child, String) {
     use common::orthanc::free_port;
     let (port, metrics_port) = (free_port(), free_port());
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_inferd"))
-        .args(["serve", "--device", "cpu", "--cpu-threads", "2"])
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+    let child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{limits} exec \"$0\" serve --device cpu --cpu-threads 2 --addr 127.0.0.1:{port} \
+             --metrics-addr 127.0.0.1:{metrics_port} {extra}"
+        ))
+        .arg(env!("CARGO_BIN_EXE_inferd"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -306,6 +363,26 @@ async fn the_admission_estimate_bounds_the_measured_peak_memory() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    (child, url)
+}
+
+/// The shipped binary under a 4 GiB address-space limit (the cpu overlay's memory limit) survives
+/// every expanding request: each is refused, and a normal request succeeds after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_under_a_4_gib_address_space_limit_survives_expanding_requests() {
+    let (mut child, url) = spawn_binary("ulimit -v 4194304;", "--max-request-mb 1024").await;
+    expanding_requests(&url).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the server exited under the address-space limit"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admission_estimate_bounds_the_measured_peak_memory() {
+    let (mut child, url) = spawn_binary("", "").await;
     normal_request_succeeds(&url).await; // warm-up: models loaded, pools created
     let before = peak_rss(child.id());
 
