@@ -5,6 +5,7 @@
 //! naming the limit, health keeps answering, and a normal request succeeds right after each case;
 //! the expanding requests are also sent to the real binary under a 4 GiB address-space limit, and
 //! the admission estimate is checked against the binary's measured peak memory.
+
 mod common;
 
 use common::TestServer;
@@ -422,4 +423,70 @@ async fn the_admission_estimate_bounds_the_measured_peak_memory() {
         growth * 10 >= estimate,
         "estimate {estimate} B is over 10× the measured {growth} B"
     );
+}
+
+/// The server-wide memory budget: while one stream holds its reservation, a second that does not
+/// fit next to it is refused with RESOURCE_EXHAUSTED naming the budget; once the first ends, its
+/// memory is given back and the second succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_budget_refuses_what_does_not_fit_and_recovers() {
+    let server = TestServer::start(ServeConfig {
+        max_request_mb: 200,
+        memory_budget_mb: 200,
+        ..ServeConfig::for_tests()
+    })
+    .await;
+    // 256², 8 coils: about 132 MiB per slice in flight.
+    let (n, coils) = (256usize, 8u32);
+    let h = || {
+        header(
+            n as u32,
+            coils,
+            Some(pb::Sampling::variable_density(4.0, 1)),
+        )
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::ReconRequest {
+        msg: Some(recon_request::Msg::Header(h())),
+    })
+    .await
+    .unwrap();
+    let mut c = ReconstructionClient::connect(server.url.clone())
+        .await
+        .unwrap();
+    let first = c
+        .stream_reconstruct(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("the first stream is admitted");
+
+    let k: Vec<Complex32> = (0..coils as usize * n * n)
+        .map(|i| Complex32::new((i % 13) as f32, (i % 5) as f32))
+        .collect();
+    let second = || common::recon_requests(h(), &[(vec![coils as usize, n, n], k.clone())]);
+    let s = common::reconstruct(&server.url, second())
+        .await
+        .unwrap_err();
+    assert_exhausted(&s, "--memory-budget-mb");
+    assert!(s.message().contains("of the server's 200 MiB"), "{s:?}");
+
+    drop(tx);
+    drop(first);
+    let start = Instant::now();
+    loop {
+        match common::reconstruct(&server.url, second()).await {
+            Ok(images) => {
+                assert_eq!(images.len(), 1);
+                break;
+            }
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "never released: {s:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(s) => panic!("{s:?}"),
+        }
+    }
+    server.stop().await;
 }

@@ -127,6 +127,8 @@ pub struct ReconPlan {
     pub priority: Priority,
     /// DICOM output, when the header asks for it.
     pub dicom: Option<super::dicom::DicomPlan>,
+    /// Peak memory of one slice (admitted against the per-request limit).
+    pub slice_bytes: u64,
 }
 
 /// Checks a header for the reconstruction model `model` (index of a loaded model, resolved by the
@@ -168,11 +170,13 @@ pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconP
         Some(Kind::Trajectory(t)) => trajectory = Some(coordinates(t, ny, nx, limits)?),
     }
     let samples = trajectory.as_ref().map_or(0, TrajectorySpec::samples);
+    let one_slice = slice_bytes(ny, nx, coils, samples);
     admit(
         &format!("one slice of {coils} coils at {ny}x{nx}"),
-        slice_bytes(ny, nx, coils, samples),
+        one_slice,
         limits.max_request_bytes,
     )?;
+    let slice_bytes = one_slice.unwrap_or(u64::MAX);
     let dc = match h.data_consistency.as_ref() {
         None => DcMode::Model,
         Some(d) => {
@@ -220,6 +224,7 @@ pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconP
         return_zero_filled: h.return_zero_filled,
         request_id: h.request_id.clone(),
         priority: priority(h.priority)?,
+        slice_bytes,
     })
 }
 

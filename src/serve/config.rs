@@ -29,6 +29,11 @@ pub struct ServeConfig {
     /// before anything is allocated; larger requests get RESOURCE_EXHAUSTED).
     #[arg(long, env = "INFERD_MAX_REQUEST_MB", default_value_t = 2048)]
     pub max_request_mb: u64,
+    /// Memory all requests in progress may reserve together, in MiB (0: 80 % of the container's
+    /// cgroup memory limit, or of the machine's memory); a request that does not fit is refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "INFERD_MEMORY_BUDGET_MB", default_value_t = 0)]
+    pub memory_budget_mb: u64,
     /// Items (slices, sample requests) that may wait for the device, all models together, before new
     /// requests are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "INFERD_QUEUE_CAPACITY", default_value_t = 256)]
@@ -167,6 +172,7 @@ impl ServeConfig {
             default_model: None,
             max_message_mb: 64,
             max_request_mb: 2048,
+            memory_budget_mb: 0,
             queue_capacity: 256,
             model_queue_capacity: 64,
             max_batch: None,

@@ -3,6 +3,7 @@
 //! chunk as it arrives, builds the CSR neighbourhoods once the stream ends, runs the model as one
 //! scheduler item and streams the output rows back in chunks.
 
+use super::budget::{MemoryBudget, Reservation};
 use super::limits::next_message;
 use super::state::{self, ServerState};
 use crate::api::pb::{self, graph_request::Msg, graph_server::Graph};
@@ -29,29 +30,29 @@ const MAX_EDGES: usize = 1 << 28;
 /// Default response chunk size in bytes.
 const CHUNK_BYTES: usize = 4 << 20;
 
-/// The model's sizes and the server's limits: the stream's peak memory is checked against the
-/// per-request limit at the header (nodes) and again as edges arrive.
+/// The model's sizes: the stream's peak memory is reserved from the server's budget (and checked
+/// against the per-request limit) at the header (nodes), and grown as edges arrive.
 #[derive(Clone, Copy)]
 struct GraphCost {
     features: u64,
     hidden: u64,
     out: u64,
-    max_request_bytes: u64,
 }
 
 impl GraphCost {
-    fn admit(&self, nodes: u64, edges: u64) -> Result<()> {
-        validate::admit(
-            &format!("a graph of {nodes} nodes and {edges} edges"),
-            validate::graph_bytes(nodes, self.features, self.hidden, self.out, edges),
-            self.max_request_bytes,
-        )
+    fn what(nodes: u64, edges: u64) -> String {
+        format!("a graph of {nodes} nodes and {edges} edges")
+    }
+
+    fn bytes(&self, nodes: u64, edges: u64) -> Option<u64> {
+        validate::graph_bytes(nodes, self.features, self.hidden, self.out, edges)
     }
 }
 
 /// What the stream has delivered so far.
 struct Received {
     cost: GraphCost,
+    reservation: Reservation,
     x: Vec<f32>,
     features: usize,
     nodes: usize,
@@ -62,7 +63,12 @@ struct Received {
 }
 
 impl Received {
-    fn new(h: &pb::GraphHeader, features: usize, cost: GraphCost) -> Result<Received> {
+    fn new(
+        h: &pb::GraphHeader,
+        features: usize,
+        cost: GraphCost,
+        budget: &Arc<MemoryBudget>,
+    ) -> Result<Received> {
         if h.features as usize != features {
             return Err(invalid!(
                 "header features is {}, expected {features} (the model's input width)",
@@ -76,9 +82,10 @@ impl Received {
                 MAX_VALUES / features.max(1) as u64
             )));
         }
-        cost.admit(h.nodes, 0)?;
+        let reservation = budget.admit(&GraphCost::what(h.nodes, 0), cost.bytes(h.nodes, 0))?;
         Ok(Received {
             cost,
+            reservation,
             x: Vec::with_capacity(h.nodes as usize * features),
             features,
             nodes: h.nodes as usize,
@@ -153,7 +160,11 @@ impl Received {
                         "more than {MAX_EDGES} edges in one stream"
                     )));
                 }
-                self.cost.admit(self.nodes as u64, edges as u64)?;
+                let (nodes, edges) = (self.nodes as u64, edges as u64);
+                self.reservation.grow_to(
+                    &GraphCost::what(nodes, edges),
+                    self.cost.bytes(nodes, edges),
+                )?;
                 self.source.extend_from_slice(&e.source);
                 self.target.extend_from_slice(&e.target);
                 Ok(())
@@ -178,8 +189,8 @@ impl Received {
         }
     }
 
-    /// The model input once the stream has ended.
-    fn finish(self) -> Result<GraphInput> {
+    /// The model input once the stream has ended, and the memory reserved for it.
+    fn finish(self) -> Result<(GraphInput, Reservation)> {
         if self.rows_done != self.nodes {
             return Err(invalid!(
                 "the stream ended after {} of the header's {} node rows",
@@ -199,11 +210,12 @@ impl Received {
         } else {
             Csr::from_edge_index(&self.source, &self.target, self.nodes)?
         };
-        Ok(GraphInput {
+        let input = GraphInput {
             x: self.x,
             features: self.features,
             csr,
-        })
+        };
+        Ok((input, self.reservation))
     }
 }
 
@@ -241,16 +253,15 @@ impl Graph for GraphService {
                 features: features as u64,
                 hidden: hidden as u64,
                 out: out as u64,
-                max_request_bytes: self.state.limits.max_request_bytes,
             };
-            let mut received = Received::new(&header, features, cost)?;
+            let mut received = Received::new(&header, features, cost, &self.state.budget)?;
             while let Some(m) = next_message(&mut inbound, idle).await? {
                 let msg = m
                     .msg
                     .ok_or_else(|| invalid!("empty request message; expected a chunk"))?;
                 received.add(msg)?;
             }
-            let input = received.finish()?;
+            let (input, _reservation) = received.finish()?;
             let mut rx = loaded
                 .scheduler
                 .submit(model, vec![Input::Graph(input)], options)?;

@@ -2,6 +2,7 @@
 //! tritonclient, perf_analyzer and other standard clients work unchanged. Each family's tensors are
 //! turned into scheduler inputs here; the contracts are in `api::kserve` and the README.
 
+use super::budget::{MemoryBudget, Reservation};
 use super::state::{self, Loaded, ServerState};
 use crate::api::kserve::{self as wire, pb, Decoded, Params};
 use crate::api::validate::{self, Limits};
@@ -63,7 +64,8 @@ fn recon_inputs(
     inputs: &HashMap<String, Decoded>,
     params: &Params,
     limits: &Limits,
-) -> Result<(Vec<Input>, Vec<i64>)> {
+    budget: &Arc<MemoryBudget>,
+) -> Result<(Vec<Input>, Vec<i64>, Reservation)> {
     let k = &inputs["kspace"];
     let m = &inputs["mask"];
     let [b, coils, ny, nx, _] = k.shape[..] else {
@@ -96,10 +98,9 @@ fn recon_inputs(
             limits.max_coils
         ));
     }
-    validate::admit(
+    let reservation = budget.admit(
         &format!("a batch of {b} slices of {coils} coils at {ny}x{nx}"),
         validate::slice_bytes(ny, nx, coils, 0).and_then(|v| v.checked_mul(b as u64)),
-        limits.max_request_bytes,
     )?;
     let dc = data_consistency(params)?;
     let kspace = k.f32("kspace")?;
@@ -127,7 +128,7 @@ fn recon_inputs(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((slices, vec![b as i64, ny as i64, nx as i64]))
+    Ok((slices, vec![b as i64, ny as i64, nx as i64], reservation))
 }
 
 /// The `data_consistency` parameter (`hard`, `soft` with `lambda`, `cg` / `sense` with `lambda` and
@@ -147,7 +148,7 @@ async fn radial_inputs(
     state: &ServerState,
     inputs: &HashMap<String, Decoded>,
     params: &Params<'_>,
-) -> Result<(Vec<Input>, Vec<i64>)> {
+) -> Result<(Vec<Input>, Vec<i64>, Reservation)> {
     let (k, t) = (&inputs["kspace"], &inputs["traj"]);
     let [b, coils, spokes, readout, _] = k.shape[..] else {
         unreachable!("decode_inputs checked the rank")
@@ -178,10 +179,9 @@ async fn radial_inputs(
     }
     let n = n as usize;
     let samples = spokes * readout;
-    validate::admit(
+    let reservation = state.budget.admit(
         &format!("a batch of {b} radial slices of {coils} coils at {n}x{n}"),
         validate::slice_bytes(n, n, coils, samples).and_then(|v| v.checked_mul(b as u64)),
-        limits.max_request_bytes,
     )?;
     let dc = data_consistency(params)?;
     let (kspace, traj) = (k.f32("kspace")?, t.f32("traj")?);
@@ -214,7 +214,7 @@ async fn radial_inputs(
         });
         previous = Some((coords, op));
     }
-    Ok((items, vec![b as i64, n as i64, n as i64]))
+    Ok((items, vec![b as i64, n as i64, n as i64], reservation))
 }
 
 /// `lightsb`: x FP32 [B, D] → one item drawing `num_samples` states at time `t` per row.
@@ -357,13 +357,24 @@ async fn run_infer(
     let params = Params(&req.parameters);
     let (priority, timeout) = scheduling(&params)?;
     let inputs = wire::decode_inputs(&req.inputs, &req.raw_input_contents, &contract)?;
-    let (items, shape) = match info.family {
+    // reconstruction batches hold their memory reservation until the response is built
+    let (items, shape, _reservation) = match info.family {
         Family::Recon if inputs.contains_key("traj") => {
-            radial_inputs(state, &inputs, &params).await?
+            let (items, shape, r) = radial_inputs(state, &inputs, &params).await?;
+            (items, shape, Some(r))
         }
-        Family::Recon => recon_inputs(&inputs, &params, &state.limits)?,
-        Family::Bridge => bridge_inputs(&inputs, &params, &state.limits, info)?,
-        Family::Graph => graph_inputs(&inputs, info)?,
+        Family::Recon => {
+            let (items, shape, r) = recon_inputs(&inputs, &params, &state.limits, &state.budget)?;
+            (items, shape, Some(r))
+        }
+        Family::Bridge => {
+            let (items, shape) = bridge_inputs(&inputs, &params, &state.limits, info)?;
+            (items, shape, None)
+        }
+        Family::Graph => {
+            let (items, shape) = graph_inputs(&inputs, info)?;
+            (items, shape, None)
+        }
     };
     drop(inputs);
     let options = state::job_options(metadata, priority, timeout);

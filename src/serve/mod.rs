@@ -8,6 +8,7 @@
 
 pub mod auth;
 mod bridge_service;
+pub mod budget;
 pub mod config;
 pub mod dicom_out;
 mod graph_service;
@@ -211,6 +212,7 @@ pub async fn serve_with(
         },
         config.stream_inflight,
         config.transport.stream_idle_timeout(),
+        budget::MemoryBudget::from_config(config.memory_budget_mb, config.max_request_mb),
         dicom,
     ));
 

@@ -239,13 +239,24 @@ impl Reconstruction for ReconService {
         let loaded = self.state.loaded()?;
         let model = loaded.find_family(&header.model, Family::Recon)?;
         let plan = validate::plan(&header, model, &self.state.limits)?;
+        let inflight = self.state.stream_inflight.max(1);
+        let reservation = self.state.budget.reserve(
+            &format!(
+                "a stream of {} coils at {}x{} ({} slices in flight)",
+                plan.coils,
+                plan.ny,
+                plan.nx,
+                plan.slices.min(inflight)
+            ),
+            plan.slice_bytes
+                .saturating_mul(plan.slices.min(inflight) as u64),
+        )?;
         let plan = self.state.with_operator(plan).await?;
         let options = state::job_options(&metadata, plan.priority, None);
         let model_name = loaded.models[model].name.clone();
         let series = self.state.dicom.series(&plan, &model_name)?;
         let span = tracing::info_span!("recon_stream", request_id = %plan.request_id, model = %model_name, slices = plan.slices, coils = plan.coils, ny = plan.ny, nx = plan.nx);
         span.in_scope(|| tracing::info!("reconstruction stream started"));
-        let inflight = self.state.stream_inflight.max(1);
         let (out_tx, out_rx) = mpsc::channel(2 * inflight);
         let (pending_tx, pending_rx) = mpsc::channel(inflight);
         tokio::spawn(
@@ -262,6 +273,8 @@ impl Reconstruction for ReconService {
         let state = self.state.clone();
         tokio::spawn(
             async move {
+                // the stream's memory is reserved until its writer ends, however it ends
+                let _reservation = reservation;
                 let guard = RequestGuard::new(&state.metrics, &model_name, "inferd");
                 let result =
                     Self::write_stream(state.clone(), plan, series, pending_rx, out_tx).await;
@@ -291,6 +304,13 @@ impl Reconstruction for ReconService {
         let guard = RequestGuard::new(&self.state.metrics, name, "inferd");
         let result = async {
             let plan = validate::plan(&header, model, &self.state.limits)?;
+            let _reservation = self.state.budget.reserve(
+                &format!(
+                    "one slice of {} coils at {}x{}",
+                    plan.coils, plan.ny, plan.nx
+                ),
+                plan.slice_bytes,
+            )?;
             let plan = self.state.with_operator(plan).await?;
             let series = self.state.dicom.series(&plan, name)?;
             let mut s = req

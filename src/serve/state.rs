@@ -23,6 +23,8 @@ pub struct ServerState {
     pub stream_inflight: usize,
     /// Longest a client stream may go without sending a message.
     pub stream_idle: std::time::Duration,
+    /// Bytes reserved by requests in progress, against the server's memory budget.
+    pub budget: Arc<super::budget::MemoryBudget>,
     /// DICOM output and PACS delivery.
     pub dicom: super::dicom_out::DicomOut,
     /// NUFFT operators of recently used trajectories (planning one costs milliseconds to a few
@@ -107,10 +109,12 @@ impl ServerState {
         limits: Limits,
         stream_inflight: usize,
         stream_idle: std::time::Duration,
+        budget: Arc<super::budget::MemoryBudget>,
         dicom: super::dicom_out::DicomOut,
     ) -> Self {
         ServerState {
             stream_idle,
+            budget,
             dicom,
             loaded: OnceLock::new(),
             draining: AtomicBool::new(false),
