@@ -195,19 +195,7 @@ async fn within<F: std::future::Future<Output = Result<(), tonic::Status>>>(
 }
 
 async fn healthy(url: &str) {
-    let ch = Channel::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let r = tonic_health::pb::health_client::HealthClient::new(ch)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.status, 1, "health SERVING");
+    common::health(url).await;
     let mut c = ReconstructionClient::connect(url.to_string())
         .await
         .unwrap();

@@ -43,25 +43,6 @@ fn radial(spokes: u32, readout: u32) -> pb::Sampling {
     }
 }
 
-/// Health answers, and how long it took.
-async fn health(url: &str) -> Duration {
-    let ch = tonic::transport::Channel::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let t = Instant::now();
-    let r = tonic_health::pb::health_client::HealthClient::new(ch)
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(r.status, 1, "health SERVING");
-    t.elapsed()
-}
-
 /// A small Cartesian slice reconstructs: the server is still fully working.
 async fn normal_request_succeeds(url: &str) {
     let n = 32;
@@ -74,7 +55,7 @@ async fn normal_request_succeeds(url: &str) {
     );
     let images = common::reconstruct(url, reqs).await.unwrap();
     assert_eq!(images.len(), 1);
-    assert!(health(url).await < Duration::from_secs(1));
+    assert!(common::health(url).await < Duration::from_secs(1));
 }
 
 fn assert_exhausted(s: &tonic::Status, needle: &str) {
@@ -283,7 +264,7 @@ async fn idle_streams_are_closed_and_release_their_slots() {
         .map(|_| tokio::spawn(idle_stream(ch.clone())))
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let during = health(&server.url).await;
+    let during = common::health(&server.url).await;
     println!("health during 400 idle streams: {during:?}");
     assert!(during < Duration::from_secs(1), "health took {during:?}");
     for s in streams {

@@ -217,6 +217,26 @@ pub fn recon_requests(
     reqs
 }
 
+/// Asks the standard gRPC health service on a new connection; asserts SERVING and returns how
+/// long the answer took.
+pub async fn health(url: &str) -> std::time::Duration {
+    let ch = tonic::transport::Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let t = std::time::Instant::now();
+    let r = tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.status, 1, "health SERVING");
+    t.elapsed()
+}
+
 /// Sends a `StreamReconstruct` and collects the images until the stream ends.
 pub async fn reconstruct(
     url: &str,
