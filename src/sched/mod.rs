@@ -14,7 +14,7 @@ use crate::models::{Engine, Input, Output};
 pub use policy::Priority;
 use policy::{BatchConfig, Entry, Queues, Rejected, Waiting};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// The result of one item, with its timings.
@@ -109,6 +109,8 @@ pub struct SchedulerConfig {
     pub batching: Vec<BatchConfig>,
     pub capacity: usize,
     pub workers: usize,
+    /// Normal work waiting this long is served as high priority (`None`: strict priority).
+    pub priority_aging: Option<Duration>,
 }
 
 impl Scheduler {
@@ -121,7 +123,8 @@ impl Scheduler {
         assert_eq!(engines.len(), config.batching.len());
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queues: Queues::new(&config.batching, config.capacity.max(1)),
+                queues: Queues::new(&config.batching, config.capacity.max(1))
+                    .with_aging(config.priority_aging),
                 closed: false,
             }),
             wake: Condvar::new(),

@@ -150,6 +150,9 @@ pub struct Queues<T> {
     capacity: usize,
     /// The model whose turn comes first next time (round-robin).
     next_turn: usize,
+    /// Normal work that has waited this long is served as high priority, so a steady stream of
+    /// high-priority requests cannot starve it (`None`: strict priority).
+    aging: Option<Duration>,
 }
 
 impl<T: Waiting> Queues<T> {
@@ -165,6 +168,7 @@ impl<T: Waiting> Queues<T> {
                 .collect(),
             capacity,
             next_turn: 0,
+            aging: None,
         }
     }
 
@@ -234,9 +238,33 @@ impl<T: Waiting> Queues<T> {
         dropped
     }
 
+    /// Serves normal work that has waited `after` as high priority (`None`: strict priority).
+    pub fn with_aging(mut self, after: Option<Duration>) -> Self {
+        self.aging = after;
+        self
+    }
+
+    /// Moves normal work that has waited past the ageing limit into the high-priority lane, in
+    /// arrival order.
+    fn promote(&mut self, now: Instant) {
+        let Some(after) = self.aging else { return };
+        for q in &mut self.models {
+            while q.lanes[1]
+                .front()
+                .is_some_and(|e| now.saturating_duration_since(e.enqueued) >= after)
+            {
+                let mut e = q.lanes[1].pop_front().expect("front exists");
+                e.priority = Priority::High;
+                let at = q.lanes[0].partition_point(|h| h.enqueued <= e.enqueued);
+                q.lanes[0].insert(at, e);
+            }
+        }
+    }
+
     /// The next batch to run, or when to look again. Call [`Queues::remove_dropped`] first so that
     /// expired work never reaches the device.
     pub fn next_batch(&mut self, now: Instant) -> Next<T> {
+        self.promote(now);
         let n = self.models.len();
         for level in [Priority::High, Priority::Normal] {
             for step in 0..n {
@@ -411,6 +439,39 @@ mod tests {
             Next::WaitUntil(t) => assert_eq!(t, t0 + ms(20)),
             other => panic!("expected to wait, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn normal_work_ages_into_high_priority_and_is_not_starved() {
+        let t0 = Instant::now();
+        let mut strict = Queues::new(&[cfg(1, 0)], 100);
+        let mut aging = Queues::new(&[cfg(1, 0)], 100).with_aging(Some(ms(100)));
+        for q in [&mut strict, &mut aging] {
+            q.push(0, vec![entry(0, 1, Priority::Normal, t0)]).unwrap();
+            // high-priority work keeps arriving after the normal item
+            for i in 1..4 {
+                q.push(0, vec![entry(i, 1, Priority::High, t0 + ms(50 * i as u64))])
+                    .unwrap();
+            }
+        }
+        let now = t0 + ms(200);
+        assert_eq!(
+            ids(strict.next_batch(now)),
+            (0, vec![1]),
+            "strict: high first"
+        );
+        // aged past 100 ms, the normal item is the oldest high-priority item now
+        assert_eq!(ids(aging.next_batch(now)), (0, vec![0]));
+        assert_eq!(ids(aging.next_batch(now)), (0, vec![1]));
+        // not yet aged: order unchanged
+        let mut young = Queues::new(&[cfg(1, 0)], 100).with_aging(Some(ms(100)));
+        young
+            .push(0, vec![entry(0, 1, Priority::Normal, t0)])
+            .unwrap();
+        young
+            .push(0, vec![entry(1, 1, Priority::High, t0 + ms(10))])
+            .unwrap();
+        assert_eq!(ids(young.next_batch(t0 + ms(50))), (0, vec![1]));
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct ServeConfig {
     /// with RESOURCE_EXHAUSTED.
     #[arg(long, env = "INFERD_MEMORY_BUDGET_MB", default_value_t = 0)]
     pub memory_budget_mb: u64,
+    /// Milliseconds after which waiting normal-priority work is served as high priority, so a
+    /// steady stream of high-priority requests cannot starve it (0: strict priority).
+    #[arg(long, env = "INFERD_PRIORITY_AGING_MS", default_value_t = 2000)]
+    pub priority_aging_ms: u64,
     /// Items (slices, sample requests) that may wait for the device, all models together, before new
     /// requests are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "INFERD_QUEUE_CAPACITY", default_value_t = 256)]
@@ -173,6 +177,7 @@ impl ServeConfig {
             max_message_mb: 64,
             max_request_mb: 2048,
             memory_budget_mb: 0,
+            priority_aging_ms: 2000,
             queue_capacity: 256,
             model_queue_capacity: 64,
             max_batch: None,

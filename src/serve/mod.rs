@@ -344,6 +344,8 @@ pub async fn serve_with(
                     batching,
                     capacity: config.queue_capacity,
                     workers: config.workers,
+                    priority_aging: (config.priority_aging_ms > 0)
+                        .then(|| std::time::Duration::from_millis(config.priority_aging_ms)),
                 },
                 state.metrics.clone(),
             )?;
