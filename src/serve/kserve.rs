@@ -178,7 +178,9 @@ async fn radial_inputs(
         ));
     }
     let n = n as usize;
-    let samples = spokes * readout;
+    let samples = spokes.checked_mul(readout).ok_or_else(|| {
+        invalid!("kspace has {spokes} spokes of {readout} samples; the product overflows")
+    })?;
     let reservation = state.budget.admit(
         &format!("a batch of {b} radial slices of {coils} coils at {n}x{n}"),
         validate::slice_bytes(n, n, coils, samples).and_then(|v| v.checked_mul(b as u64)),
