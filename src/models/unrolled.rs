@@ -16,10 +16,18 @@
 //! ([`crate::mri::dc::DcMode`]). The reference implementation and trainer are
 //! `tests/reference/unrolled.py` and `scripts/train_unrolled.py`.
 //!
+//! Two guards keep a slice from coming out worse than its zero-filled (gridded) image: the spectral
+//! guard of Cartesian slices ([`crate::mri::guard`]) scales the predicted, unmeasured k-space ring by
+//! ring by how well the last pass predicts the measured samples of the same ring, and the misfit guard
+//! ([`Unrolled::guard_weight`]) blends a network that contradicts its measurements towards the
+//! zero-filled image.
+//!
 //! Weights: the denoiser under the ReconResNet names (`model.*`, two channels), `unrolled.lambda` `[K]`
-//! and `unrolled.cg_iterations` `[1]`.
+//! and `unrolled.cg_iterations` `[1]`; optionally `unrolled.guard_misfit` `[1]` and
+//! `unrolled.guard_bands` `[1]` (the guards' settings).
 
 use crate::mri::dc::DcMode;
+use crate::mri::guard;
 use candle_core::Tensor;
 use std::collections::HashMap;
 
@@ -31,6 +39,8 @@ pub const CG_ITERATIONS_TENSOR: &str = "unrolled.cg_iterations";
 pub const GUARD_TENSOR: &str = "unrolled.guard_misfit";
 /// The threshold when a file carries none: a misfit of half the measured signal's energy.
 pub const DEFAULT_GUARD_MISFIT: f32 = 0.5;
+/// Rings of the spectral guard ([`crate::mri::guard`]); 0 turns it off.
+pub const GUARD_BANDS_TENSOR: &str = "unrolled.guard_bands";
 /// At most this many passes (a malformed file cannot make a request loop for long).
 pub const MAX_PASSES: usize = 32;
 
@@ -41,8 +51,10 @@ pub struct Unrolled {
     pub lambdas: Vec<f32>,
     pub cg_iterations: usize,
     /// The guard's threshold τ on the final pass's relative misfit to the measurements
-    /// ([`crate::mri::recon::data_misfit`]); see [`Unrolled::guard_weight`].
+    /// ([`crate::mri::recon::guard_statistics`]); see [`Unrolled::guard_weight`].
     pub guard_misfit: f32,
+    /// Rings of the spectral guard of Cartesian slices ([`crate::mri::guard`]; 0: off).
+    pub guard_bands: usize,
 }
 
 impl Unrolled {
@@ -78,10 +90,21 @@ impl Unrolled {
                 "{GUARD_TENSOR} is {guard}, expected a finite number > 0"
             ));
         }
+        let bands = first(
+            take_values(tensors, GUARD_BANDS_TENSOR)?,
+            guard::DEFAULT_BANDS as f32,
+        );
+        if !(0.0..=guard::MAX_BANDS as f32).contains(&bands) || bands.fract() != 0.0 {
+            return Err(format!(
+                "{GUARD_BANDS_TENSOR} is {bands}, expected a whole number from 0 to {}",
+                guard::MAX_BANDS
+            ));
+        }
         Ok(Some(Unrolled {
             lambdas,
             cg_iterations: cg as usize,
             guard_misfit: guard,
+            guard_bands: bands as usize,
         }))
     }
 
@@ -191,7 +214,21 @@ mod tests {
         assert_eq!(u.guard_weight(0.1), 1.0);
         assert_eq!(u.guard_weight(2.0), 0.25);
         assert_eq!(u.guard_weight(f32::NAN), 0.0);
+        assert_eq!(u.guard_bands, guard::DEFAULT_BANDS);
+        let with_bands = |b: f32| {
+            let mut t = tensors(&[1.0], None);
+            t.insert(
+                GUARD_BANDS_TENSOR.to_string(),
+                Tensor::new(&[b], &Device::Cpu).unwrap(),
+            );
+            t
+        };
+        let u = Unrolled::take_from(&mut with_bands(0.0)).unwrap().unwrap();
+        assert_eq!(u.guard_bands, 0);
         for bad in [
+            with_bands(-1.0),
+            with_bands(2.5),
+            with_bands(1e9),
             tensors(&[1.0, f32::NAN], None),
             tensors(&[1.0, -1.0], None),
             tensors(&[], None),

@@ -6,6 +6,7 @@ pub mod coils;
 pub mod dc;
 pub mod dcf;
 pub mod fft;
+pub mod guard;
 pub mod masks;
 pub mod metrics;
 pub mod nufft;

@@ -14,7 +14,7 @@
 use super::{
     coils,
     dc::{self, DcMode},
-    fft,
+    fft, guard,
     radial::{RadialOperator, RadialSlice},
 };
 use crate::error::Result;
@@ -268,13 +268,19 @@ impl Prepared {
 /// zero-filled phase is restored, then [`finish_image`].
 pub fn finish(p: Prepared, net_output: &[f32], mode: DcMode) -> Result<SliceOutput> {
     let predicted = predicted_image(&p, net_output);
-    finish_image(p, predicted, mode)
+    finish_image(p, predicted, mode, None)
 }
 
 /// Completes a slice from a predicted coil-combined complex image (in the input's scale): data
 /// consistency per coil against the measurements, then root-sum-of-squares magnitude and the
-/// sensitivity-weighted complex image.
-pub fn finish_image(p: Prepared, predicted: Vec<Complex32>, mode: DcMode) -> Result<SliceOutput> {
+/// sensitivity-weighted complex image. `gains` (Cartesian): the spectral guard's factors
+/// ([`guard::band_gains`]) applied to every coil's k-space after its data consistency.
+pub fn finish_image(
+    p: Prepared,
+    predicted: Vec<Complex32>,
+    mode: DcMode,
+    gains: Option<&[f32]>,
+) -> Result<SliceOutput> {
     if mode == DcMode::Off {
         return Ok(SliceOutput {
             magnitude: predicted.iter().map(|v| v.norm()).collect(),
@@ -282,7 +288,7 @@ pub fn finish_image(p: Prepared, predicted: Vec<Complex32>, mode: DcMode) -> Res
             zero_filled: p.zero_filled,
         });
     }
-    let coil_images = consistent_coil_images(&p, predicted, mode)?;
+    let coil_images = consistent_coil_images(&p, predicted, mode, gains)?;
     let plane = p.ny * p.nx;
     let magnitude = coils::rss(&coil_images, plane);
     let complex = match &p.sens {
@@ -308,21 +314,30 @@ pub fn consistent_image(
     }
     let plane = p.ny * p.nx;
     Ok(match &p.sens {
-        Some(sens) => coils::combine(&consistent_coil_images(p, predicted, mode)?, sens, plane),
-        None => consistent_coil_images(p, predicted, mode)?,
+        Some(sens) => coils::combine(
+            &consistent_coil_images(p, predicted, mode, None)?,
+            sens,
+            plane,
+        ),
+        None => consistent_coil_images(p, predicted, mode, None)?,
     })
 }
 
-/// Every coil's image after data consistency of the predicted combined image.
+/// Every coil's image after data consistency of the predicted combined image (and the spectral
+/// guard's `gains`, Cartesian only).
 fn consistent_coil_images(
     p: &Prepared,
     predicted: Vec<Complex32>,
     mode: DcMode,
+    gains: Option<&[f32]>,
 ) -> Result<Vec<Complex32>> {
     let plane = p.ny * p.nx;
     Ok(match &p.measured {
         Measured::Cartesian { .. } => {
             let mut k = coil_kspace(p, predicted, mode);
+            if let Some(g) = gains {
+                guard::apply(&mut k, g);
+            }
             fft::ifft2c(&mut k, p.ny, p.nx);
             k
         }
@@ -337,16 +352,24 @@ fn consistent_coil_images(
     })
 }
 
-/// How far a predicted coil-combined image (input scale) is from the measurements: `‖A S x − y‖² /
-/// ‖y‖²` over the measured samples of every coil (`A` the masked FFT, or the NUFFT weighted by the
-/// density compensation; `S` the sensitivities). 0 for an image that explains the data exactly.
-pub fn data_misfit(p: &Prepared, x: &[Complex32]) -> Result<f32> {
+/// What both guards need of the last pass's coil-combined image `x` (input scale), before its data
+/// consistency:
+/// - the misfit `‖A S x − y‖² / ‖y‖²` over the measured samples of every coil (`A` the masked FFT, or
+///   the NUFFT weighted by the density compensation; `S` the sensitivities), 0 for an image that
+///   explains the data exactly;
+/// - for Cartesian slices, the spectral guard's gains ([`guard::band_gains`] with `bands` rings).
+pub fn guard_statistics(
+    p: &Prepared,
+    x: &[Complex32],
+    bands: usize,
+) -> Result<(f32, Option<Vec<f32>>)> {
     let plane = p.ny * p.nx;
     let coil_images = match &p.sens {
         Some(sens) => coils::expand(x, sens, plane),
         None => x.to_vec(),
     };
     let (mut num, mut den) = (0.0f64, 0.0f64);
+    let mut gains = None;
     match &p.measured {
         Measured::Cartesian { kspace, mask } => {
             let mut k = coil_images;
@@ -359,6 +382,9 @@ pub fn data_misfit(p: &Prepared, x: &[Complex32]) -> Result<f32> {
                     }
                 }
             }
+            if !p.empty {
+                gains = guard::band_gains(&k, kspace, mask, p.ny, p.nx, bands);
+            }
         }
         Measured::Radial { samples, op } => {
             let predicted = op.forward(&coil_images)?;
@@ -369,7 +395,8 @@ pub fn data_misfit(p: &Prepared, x: &[Complex32]) -> Result<f32> {
             }
         }
     }
-    Ok(if den > 0.0 { (num / den) as f32 } else { 0.0 })
+    let misfit = if den > 0.0 { (num / den) as f32 } else { 0.0 };
+    Ok((misfit, gains))
 }
 
 impl SliceOutput {
@@ -479,7 +506,9 @@ pub fn consistent_kspace(p: &Prepared, net_output: &[f32], mode: DcMode) -> Resu
     let predicted = predicted_image(p, net_output);
     match &p.measured {
         Measured::Cartesian { .. } => Ok(coil_kspace(p, predicted, mode)),
-        Measured::Radial { op, .. } => op.forward(&consistent_coil_images(p, predicted, mode)?),
+        Measured::Radial { op, .. } => {
+            op.forward(&consistent_coil_images(p, predicted, mode, None)?)
+        }
     }
 }
 
@@ -564,6 +593,81 @@ mod tests {
         }
         // The sensitivities are estimates, so the model cannot match every coil exactly.
         assert!(num / den < 0.05, "relative misfit {}", num / den);
+    }
+
+    #[test]
+    fn spectral_guard_removes_invented_detail_and_keeps_a_faithful_prediction() {
+        // An object with energy only in the 5 centre rows of k-space (a low-resolution series
+        // interpolated to 64²), 8 coils, 4× variable density: the measured outer rows are zero.
+        let n = 64;
+        let plane = n * n;
+        let (mut slice, _) = multicoil_slice(8, n, 4.0);
+        for (i, k) in slice.kspace.iter_mut().enumerate() {
+            if ((i % plane) / n).abs_diff(n / 2) > 2 {
+                *k = Complex32::default();
+            }
+        }
+        for y in n / 2 - 2..=n / 2 + 2 {
+            assert!(slice.mask[y * n] > 0.0, "centre row {y} is measured");
+        }
+        let mut full = slice.kspace.clone();
+        fft::ifft2c(&mut full, n, n);
+        let truth = coils::rss(&full, plane);
+        for (k, &m) in slice.kspace.iter_mut().zip(slice.mask.iter().cycle()) {
+            *k *= m;
+        }
+        let p = prepare(slice).unwrap();
+        let zero_filled = p.zero_filled_image();
+        let peak = zero_filled.iter().map(|v| v.norm()).fold(0.0f32, f32::max);
+        // A "network" that invents detail: the zero-filled image plus texture at every frequency.
+        let mut state = 12345u32;
+        let mut noise = || {
+            state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+            (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let invented: Vec<Complex32> = zero_filled
+            .iter()
+            .map(|z| z + Complex32::new(noise(), noise()) * (0.2 * peak))
+            .collect();
+        let (_, gains) = guard_statistics(&p, &invented, 8).unwrap();
+        let gains = gains.expect("a Cartesian slice with unmeasured rows has gains");
+        let error = |z: &[Complex32], g: Option<&[f32]>| {
+            let out = finish_image(p.clone(), z.to_vec(), DcMode::Hard, g).unwrap();
+            crate::mri::metrics::nmse(&truth, &out.magnitude)
+        };
+        let (zf, raw, guarded) = (
+            error(&zero_filled, None),
+            error(&invented, None),
+            error(&invented, Some(&gains)),
+        );
+        println!("NMSE zero-filled {zf:.2e}, invented detail {raw:.2e}, guarded {guarded:.2e}");
+        assert!(raw > 10.0 * zf, "the texture must hurt: {raw} vs {zf}");
+        assert!(guarded < 0.1 * raw, "guarded {guarded} vs unguarded {raw}");
+        assert!(
+            guarded <= 1.5 * zf + 1e-6,
+            "guarded {guarded} vs zero-filled {zf}"
+        );
+        // A network whose prediction explains the measured outer rows keeps it: the combined image
+        // of a fully sampled object with detail at every frequency.
+        let (slice, _) = multicoil_slice(8, n, 4.0);
+        let mut full = slice.kspace.clone();
+        fft::ifft2c(&mut full, n, n);
+        let mask = slice.mask.clone();
+        let p = prepare(slice).unwrap();
+        let faithful = coils::combine(&full, p.sens.as_ref().unwrap(), plane);
+        let (_, gains) = guard_statistics(&p, &faithful, 8).unwrap();
+        let low = gains
+            .unwrap()
+            .into_iter()
+            .zip(&mask)
+            .filter(|(_, &m)| m <= 0.0)
+            .map(|(g, _)| g)
+            .fold(1.0f32, f32::min);
+        println!("lowest gain of a faithful prediction {low:.3}");
+        assert!(
+            low > 0.9,
+            "a faithful prediction keeps its gains: lowest {low}"
+        );
     }
 
     #[test]

@@ -101,6 +101,58 @@ class ToeplitzOp:
         return x
 
 
+# inferd's default number of spectral-guard rings (`unrolled.guard_bands` overrides it).
+DEFAULT_GUARD_BANDS = 8
+
+
+def band_coordinates(mask):
+    """Each k-space point's spectral coordinate for the spectral guard, from a [H, W] mask (centre at
+    (H // 2, W // 2)): the distance of its row from the centre row over H / 2 for masks of whole rows,
+    of its column over W / 2 for masks of whole columns, otherwise the radius
+    sqrt((dy / (H / 2))² + (dx / (W / 2))²)."""
+    h, w = mask.shape
+    dy = (torch.arange(h, dtype=torch.float64) - h // 2).abs() / (h / 2)
+    dx = (torch.arange(w, dtype=torch.float64) - w // 2).abs() / (w / 2)
+    sampled = mask > 0
+    if bool((sampled == sampled[:, :1]).all()):
+        return dy[:, None].expand(h, w)
+    if bool((sampled == sampled[:1, :]).all()):
+        return dx[None, :].expand(h, w)
+    return (dy[:, None] ** 2 + dx[None, :] ** 2).sqrt()
+
+
+def band_gains(kz, y, mask, bands):
+    """The spectral guard (inferd's `mri::guard`): per-point gains [H, W] for the unmeasured k-space of
+    one slice, or None (no unmeasured point, or `bands` = 0). `kz` [C, H, W] is the k-space of the last
+    pass's image before its data consistency, `y` [C, H, W] the measured k-space. The unmeasured part of
+    k-space beyond the fully sampled centre (radius r0 = the smallest coordinate of an unmeasured point)
+    is cut into `bands` rings of equal width up to the largest coordinate; in each ring the gain is the
+    least-squares factor that best maps the network's prediction onto the measurements at that ring's
+    measured points, Re<kz, y> / ‖kz‖², clamped to [0, 1] (a ring without measured points takes the
+    gain of the ring inside it; the first, 1)."""
+    coord = band_coordinates(mask)
+    sampled = mask > 0
+    if bands == 0 or bool(sampled.all()):
+        return None
+    r0 = coord[~sampled].min()
+    r1 = coord.max()
+    width = (r1 - r0) / bands
+    index = ((coord - r0) / width).floor().clamp(0, bands - 1).long() if width > 0 else torch.zeros_like(coord).long()
+    kz, y = kz.to(torch.complex128), y.to(torch.complex128)
+    num = (kz.conj() * y).real.sum(dim=0)
+    den = (kz.abs() ** 2).sum(dim=0)
+    gains = torch.ones(bands, dtype=torch.float64)
+    g = 1.0
+    for b in range(bands):
+        at = sampled & (coord >= r0) & (index == b)
+        d = float(den[at].sum())
+        if bool(at.any()) and d > 0:
+            g = min(max(float(num[at].sum()) / d, 0.0), 1.0)
+        gains[b] = g
+    out = torch.where(sampled | (coord < r0), torch.ones_like(coord), gains[index])
+    return out.to(torch.float32)
+
+
 class Unrolled(nn.Module):
     def __init__(self, width=32, res_blocks=2, iterations=5, cg_iterations=5, lam0=1.0):
         super().__init__()
@@ -126,10 +178,24 @@ class Unrolled(nn.Module):
         return (x, z) if with_last else x
 
     def serve(self, x0, op, final_hard=True):
-        """What inferd serves: the magnitude after the last pass, with the guard applied (where the last
-        pass's image misfits the measurements by more than `guard_misfit`, the output is blended towards
-        the zero-filled image `|x0|` with weight guard_misfit / misfit)."""
+        """What inferd serves: the magnitude after the last pass with both guards applied. Cartesian: the
+        spectral guard scales the unmeasured k-space ring by ring (`band_gains`, `guard_bands` rings,
+        0 = off). Then, where the last pass's image misfits the measurements by more than
+        `guard_misfit`, the output is blended towards the zero-filled image `|x0|` with weight
+        guard_misfit / misfit."""
         x, last = self.forward(x0, op, final_hard, with_last=True)
+        bands = getattr(self, "guard_bands", DEFAULT_GUARD_BANDS)
+        if isinstance(op, CartesianOp):
+            guarded = []
+            for i in range(x.shape[0]):
+                g = band_gains(fft2c(last[i])[None], op.y[i][None], op.mask[i], bands)
+                if g is not None:
+                    k = fft2c(x[i])
+                    x_i = ifft2c(torch.where(op.mask[i] > 0, k, k * g))
+                else:
+                    x_i = x[i]
+                guarded.append(x_i)
+            x = torch.stack(guarded)
         tau = getattr(self, "guard_misfit", None) or 0.5
         m = op.misfit(last).to(torch.float32)
         w = torch.where(m <= tau, torch.ones_like(m), tau / m)[:, None, None]
@@ -143,6 +209,8 @@ class Unrolled(nn.Module):
         state["unrolled.cg_iterations"] = torch.tensor([float(self.cg_iterations)])
         if getattr(self, "guard_misfit", None) is not None:
             state["unrolled.guard_misfit"] = torch.tensor([float(self.guard_misfit)])
+        if getattr(self, "guard_bands", None) is not None:
+            state["unrolled.guard_bands"] = torch.tensor([float(self.guard_bands)])
         if radial:
             state["sampling.radial"] = torch.ones(1)
         return state
@@ -154,3 +222,5 @@ class Unrolled(nn.Module):
         self.cg_iterations = int(state["unrolled.cg_iterations"].item())
         if "unrolled.guard_misfit" in state:
             self.guard_misfit = float(state["unrolled.guard_misfit"].item())
+        if "unrolled.guard_bands" in state:
+            self.guard_bands = int(state["unrolled.guard_bands"].item())

@@ -2,7 +2,8 @@
 slice and PyTorch's reconstruction of it (tests/reference/unrolled.py), for inferd's parity test.
 
 Usage: python3 unrolled_parity.py OUT_DIR cartesian|radial SIZE SEED [WEIGHTS|-] [GUARD]
-GUARD overrides the guard threshold (random weights default to 1e6: no guard, the network path alone).
+GUARD overrides the misfit guard's threshold and turns the spectral guard on (random weights default to
+no guard at all: threshold 1e6 and no spectral rings, the network path alone).
 Writes weights.safetensors, kspace.npy (complex64: [ny, nx] Cartesian k-space, zero where not sampled, or
 [spokes * 2N] radial samples), mask.npy ([ny, nx], Cartesian), image.npy (the ground-truth magnitude) and
 output.npy (the reconstruction's magnitude, in the input's scale).
@@ -20,7 +21,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 import mr_data as md  # noqa: E402
 from reconresnet import randomise  # noqa: E402
-from unrolled import CartesianOp, ToeplitzOp, Unrolled  # noqa: E402
+from unrolled import DEFAULT_GUARD_BANDS, CartesianOp, ToeplitzOp, Unrolled  # noqa: E402
 
 out, sampling, n, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 radial = sampling == "radial"
@@ -37,8 +38,10 @@ else:
     with torch.no_grad():
         model.log_lambda.copy_(torch.tensor([0.3, 2.0, 0.7]).log())
     model.guard_misfit = 1e6
+    model.guard_bands = 0
 if len(sys.argv) > 6:
     model.guard_misfit = float(sys.argv[6])
+    model.guard_bands = DEFAULT_GUARD_BANDS
 model.eval()
 
 rng = np.random.default_rng(seed)
