@@ -20,7 +20,7 @@ BIN=$CARGO_TARGET_DIR/release/inferd
 start() { # name port metrics-port extra-args...
   local name=$1 port=$2 mport=$3; shift 3
   INFERD_LOG=warn $BIN serve --device ${INFERD_SERVE_DEVICE:-cpu} --addr 127.0.0.1:$port --metrics-addr 127.0.0.1:$mport \
-    --queue-capacity 1024 --model-queue-capacity 512 "$@" >"$OUT/server-$name.log" 2>&1 &
+    --queue-capacity 1024 --model-queue-capacity 512 --client-queue-limit 0 "$@" >"$OUT/server-$name.log" 2>&1 &
   echo $!
 }
 BIG=/tmp/inferd-bench-lightsb128.safetensors

@@ -20,7 +20,7 @@ bash bench/torchserve/run.sh start >"$OUT/torchserve-start.log"
 source "$TS_STATE_DIR/torchserve.env"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 INFERD_LOG=warn $BIN serve --device cpu --addr 127.0.0.1:$PORT --metrics-addr 127.0.0.1:0 --workers 1 \
-  --model-queue-capacity 512 --queue-capacity 1024 >"$OUT/inferd.log" 2>&1 &
+  --model-queue-capacity 512 --queue-capacity 1024 --client-queue-limit 0 >"$OUT/inferd.log" 2>&1 &
 INFERD=$!
 trap 'kill $INFERD 2>/dev/null || true; bash bench/torchserve/run.sh stop >/dev/null 2>&1 || true' EXIT
 for _ in $(seq 600); do $BIN health --addr http://127.0.0.1:$PORT >/dev/null 2>&1 && break; sleep 0.1; done

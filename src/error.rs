@@ -22,6 +22,9 @@ pub enum Error {
     /// The server is shutting down, still loading, or the worker is gone.
     #[error("{0}")]
     Unavailable(String),
+    /// The client may not ask for this (e.g. high priority without being configured for it).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The request needs something this server is not configured for (e.g. a PACS).
     #[error("{0}")]
     FailedPrecondition(String),
@@ -54,6 +57,7 @@ impl From<Error> for Status {
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Unavailable(_) => Code::Unavailable,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -477,18 +477,7 @@ async fn a_full_queue_refuses_at_once_and_recovers() {
             tokio::spawn(async move { client(&url).await.reconstruct_slice(req).await })
         })
         .collect();
-    let (mut ok, mut refused) = (0, 0);
-    for c in calls {
-        match c.await.unwrap() {
-            Ok(_) => ok += 1,
-            Err(s) => {
-                assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
-                assert!(s.message().contains("items waiting"), "{}", s.message());
-                refused += 1;
-            }
-        }
-    }
-    println!("{ok} served, {refused} refused");
+    let (ok, refused) = common::served_and_refused(calls, &["items waiting"]).await;
     assert!(ok >= 1 && refused >= 1, "{ok} served, {refused} refused");
     client(&server.url)
         .await

@@ -360,18 +360,27 @@ type Blockers =
 
 /// A server with one worker and batches of one, whose worker is kept busy by `count` slow requests
 /// (256², 8 coils) sent 200 ms before this returns; await the blockers at the end.
-async fn busy_server(count: usize) -> (TestServer, Blockers) {
-    let server = TestServer::start(ServeConfig {
-        max_batch: Some(1),
-        ..ServeConfig::for_tests()
-    })
-    .await;
+/// A request that keeps one worker busy for a while: 256², 8 coils (the same slice per coil).
+fn slow_request() -> pb::ModelInferRequest {
     let n = 256;
     let (mut req, _) = recon_request(n, 1, 9);
-    // 8 coils: the same slice repeated per coil
     let k = req.raw_input_contents[0].clone();
     req.raw_input_contents[0] = k.repeat(8);
     req.inputs[0].shape = vec![1, 8, n as i64, n as i64, 2];
+    req
+}
+
+async fn busy_server(count: usize) -> (TestServer, Blockers) {
+    busy_server_with(count, ServeConfig::for_tests()).await
+}
+
+async fn busy_server_with(count: usize, config: ServeConfig) -> (TestServer, Blockers) {
+    let server = TestServer::start(ServeConfig {
+        max_batch: Some(1),
+        ..config
+    })
+    .await;
+    let req = slow_request();
     let blockers = (0..count)
         .map(|_| {
             let (url, req) = (server.url.clone(), req.clone());
@@ -436,7 +445,11 @@ async fn work_past_its_deadline_never_reaches_the_device() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn high_priority_overtakes_queued_normal_work() {
-    let (server, blockers) = busy_server(1).await;
+    let config = ServeConfig {
+        high_priority_clients: vec!["127.0.0.1".parse().unwrap()],
+        ..ServeConfig::for_tests()
+    };
+    let (server, blockers) = busy_server_with(1, config).await;
     let (req, _) = recon_request(128, 1, 4);
     let spawn = |priority: u64| {
         let (url, mut r) = (server.url.clone(), req.clone());
@@ -466,6 +479,46 @@ async fn high_priority_overtakes_queued_normal_work() {
         "only {later} normal requests finished after the high-priority one"
     );
     finish(blockers).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_cannot_fill_the_queue_nor_claim_high_priority_unless_configured() {
+    // Three items per client, one worker, batches of one: of twelve slow requests sent at once by
+    // one client, three are admitted and the rest refused at once, naming the client and the limit.
+    let server = TestServer::start(ServeConfig {
+        client_queue_limit: 3,
+        max_batch: Some(1),
+        ..ServeConfig::for_tests()
+    })
+    .await;
+    let req = slow_request();
+    let calls: Vec<_> = (0..12)
+        .map(|_| {
+            let (url, req) = (server.url.clone(), req.clone());
+            tokio::spawn(async move { client(&url).await.model_infer(req).await })
+        })
+        .collect();
+    let (ok, refused) =
+        common::served_and_refused(calls, &["limit per client is 3", "ip:127.0.0.1"]).await;
+    assert!(ok >= 3 && refused >= 1, "{ok} served, {refused} refused");
+    // Nobody is configured for high priority: asking for it is refused, and says why.
+    let (mut high, _) = recon_request(64, 1, 3);
+    high.parameters
+        .insert("priority".into(), param(ParameterChoice::Uint64Param(1)));
+    let s = client(&server.url)
+        .await
+        .model_infer(high)
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), Code::PermissionDenied, "{}", s.message());
+    assert!(
+        s.message().contains("--high-priority-clients"),
+        "{}",
+        s.message()
+    );
+    // The places came back: the client is served again.
+    client(&server.url).await.model_infer(req).await.unwrap();
     server.stop().await;
 }
 

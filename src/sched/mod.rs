@@ -5,6 +5,7 @@
 //! refuses at once (RESOURCE_EXHAUSTED); work whose deadline passes or whose client leaves while it
 //! waits is dropped before it reaches the device. No candle work runs on the async runtime.
 
+pub mod clients;
 pub mod policy;
 mod worker;
 
@@ -29,11 +30,13 @@ pub struct Done {
 pub type Reply = oneshot::Receiver<Result<Done>>;
 
 /// How a request's items are scheduled.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct JobOptions {
     pub priority: Priority,
     /// Work not started by then is dropped with DEADLINE_EXCEEDED.
     pub deadline: Option<Instant>,
+    /// The client the items count against ([`clients`]; `None`: not counted).
+    pub client: Option<clients::ClientTicket>,
 }
 
 impl Default for JobOptions {
@@ -41,6 +44,7 @@ impl Default for JobOptions {
         JobOptions {
             priority: Priority::Normal,
             deadline: None,
+            client: None,
         }
     }
 }
@@ -50,6 +54,8 @@ struct Job {
     reply: oneshot::Sender<Result<Done>>,
     /// The request's span, entered on the worker so its logs carry the request's fields.
     span: tracing::Span,
+    /// The client's place for this item, held until the item is answered or dropped.
+    _client: Option<clients::ClientSlot>,
 }
 
 impl Waiting for Job {
@@ -158,6 +164,14 @@ impl Scheduler {
             ));
         }
         let span = tracing::Span::current();
+        let mut slots = match &options.client {
+            Some(ticket) => ticket
+                .acquire(inputs.len())?
+                .into_iter()
+                .map(Some)
+                .collect(),
+            None => Vec::new(),
+        };
         let mut replies = Vec::with_capacity(inputs.len());
         let entries = inputs
             .into_iter()
@@ -170,6 +184,7 @@ impl Scheduler {
                         input,
                         reply,
                         span: span.clone(),
+                        _client: slots.pop().flatten(),
                     },
                     priority: options.priority,
                     enqueued: now,

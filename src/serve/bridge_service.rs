@@ -2,7 +2,7 @@
 //! any size, streamed back in chunks of rows. Each chunk is one scheduler item, so a large request
 //! interleaves with other work and holds at most a few chunks in memory.
 
-use super::state::{self, ServerState};
+use super::state::ServerState;
 use crate::api::pb::{self, bridge_request::What, bridge_server::Bridge, trajectory::Method};
 use crate::api::tensor;
 use crate::error::{Error, Result};
@@ -133,7 +133,7 @@ impl Plan {
 fn plan(
     state: &ServerState,
     req: pb::BridgeRequest,
-    metadata: &tonic::metadata::MetadataMap,
+    caller: &super::clients::Caller,
 ) -> Result<Plan> {
     let loaded = state.loaded()?;
     let model = loaded.find_family(&req.model, Family::Bridge)?;
@@ -185,7 +185,7 @@ fn plan(
         times,
         rows_per_chunk,
         seed: req.seed.unwrap_or_else(rand::random),
-        options: state::job_options(metadata, priority, None),
+        options: state.clients.job_options(caller, priority, None)?,
     })
 }
 
@@ -214,7 +214,7 @@ async fn stream_chunks(
                 .submit(
                     plan.model,
                     vec![crate::models::Input::Bridge(input)],
-                    plan.options,
+                    plan.options.clone(),
                 )
                 .map_err(Status::from)?;
             pending.push_back((first, rows, rx.remove(0)));
@@ -258,9 +258,9 @@ impl Bridge for BridgeService {
         &self,
         request: Request<pb::BridgeRequest>,
     ) -> Result<Response<Self::SampleStream>, Status> {
-        let metadata = request.metadata().clone();
+        let caller = self.state.clients.caller(&request);
         let req = request.into_inner();
-        let plan = plan(&self.state, req, &metadata)?;
+        let plan = plan(&self.state, req, &caller)?;
         let loaded = self.state.loaded()?;
         let name = loaded.models[plan.model].name.clone();
         let span = tracing::info_span!("bridge_sample", model = %name, rows = plan.rows, samples = plan.samples);

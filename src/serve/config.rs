@@ -38,6 +38,20 @@ pub struct ServeConfig {
     /// steady stream of high-priority requests cannot starve it (0: strict priority).
     #[arg(long, env = "INFERD_PRIORITY_AGING_MS", default_value_t = 2000)]
     pub priority_aging_ms: u64,
+    /// Items (slices, sample requests) one client may have waiting or running, all models
+    /// together, before its new requests are refused with RESOURCE_EXHAUSTED (0: no limit). The
+    /// client is the --client-id-header value, the mutual-TLS certificate, or the peer address.
+    #[arg(long, env = "INFERD_CLIENT_QUEUE_LIMIT", default_value_t = 32)]
+    pub client_queue_limit: usize,
+    /// Clients that may ask for high priority (others get PERMISSION_DENIED): addresses, CIDR
+    /// ranges (10.0.0.0/8), certificate digests (cert:HEX as in the logs) or `*` (comma-separate).
+    /// Empty: nobody.
+    #[arg(long, env = "INFERD_HIGH_PRIORITY_CLIENTS", value_delimiter = ',')]
+    pub high_priority_clients: Vec<super::clients::ClientPattern>,
+    /// A request header that names the client, set by a trusted proxy in front of inferd (e.g.
+    /// x-forwarded-for when an ingress overwrites it); unset: certificates or peer addresses.
+    #[arg(long, env = "INFERD_CLIENT_ID_HEADER")]
+    pub client_id_header: Option<String>,
     /// Items (slices, sample requests) that may wait for the device, all models together, before new
     /// requests are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "INFERD_QUEUE_CAPACITY", default_value_t = 256)]
@@ -178,6 +192,9 @@ impl ServeConfig {
             max_request_mb: 2048,
             memory_budget_mb: 0,
             priority_aging_ms: 2000,
+            client_queue_limit: 32,
+            high_priority_clients: Vec::new(),
+            client_id_header: None,
             queue_capacity: 256,
             model_queue_capacity: 64,
             max_batch: None,

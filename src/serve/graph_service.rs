@@ -5,7 +5,7 @@
 
 use super::budget::{MemoryBudget, Reservation};
 use super::limits::next_message;
-use super::state::{self, ServerState};
+use super::state::ServerState;
 use crate::api::pb::{self, graph_request::Msg, graph_server::Graph};
 use crate::api::{tensor, validate};
 use crate::error::{Error, Result};
@@ -229,7 +229,7 @@ impl Graph for GraphService {
         &self,
         request: Request<Streaming<pb::GraphRequest>>,
     ) -> std::result::Result<Response<Self::AggregateStream>, Status> {
-        let metadata = request.metadata().clone();
+        let caller = self.state.clients.caller(&request);
         let mut inbound = request.into_inner();
         let idle = self.state.stream_idle;
         let first = next_message(&mut inbound, idle).await?;
@@ -244,7 +244,7 @@ impl Graph for GraphService {
         let out: usize = info.require("out_features")?;
         let hidden: usize = info.require("hidden")?;
         let priority = validate::priority(header.priority)?;
-        let options = state::job_options(&metadata, priority, None);
+        let options = self.state.clients.job_options(&caller, priority, None)?;
         let name = info.name.clone();
         let guard = RequestGuard::new(&self.state.metrics, &name, "inferd");
         let span = tracing::info_span!("graph_aggregate", model = %name, nodes = header.nodes);

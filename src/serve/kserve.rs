@@ -3,7 +3,8 @@
 //! turned into scheduler inputs here; the contracts are in `api::kserve` and the README.
 
 use super::budget::{MemoryBudget, Reservation};
-use super::state::{self, Loaded, ServerState};
+use super::clients::Caller;
+use super::state::{Loaded, ServerState};
 use crate::api::kserve::{self as wire, pb, Decoded, Params};
 use crate::api::validate::{self, Limits};
 use crate::error::{Error, Result};
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream};
-use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument;
 
@@ -323,7 +323,7 @@ fn graph_inputs(
 /// Runs one ModelInfer request end to end.
 async fn infer(
     state: Arc<ServerState>,
-    metadata: MetadataMap,
+    caller: Caller,
     req: pb::ModelInferRequest,
 ) -> Result<pb::ModelInferResponse, Status> {
     let loaded = state.loaded()?;
@@ -332,7 +332,7 @@ async fn infer(
     let info = &loaded.models[model];
     let guard = RequestGuard::new(&state.metrics, &info.name, "kserve");
     let span = tracing::info_span!("model_infer", model = %info.name, id = %req.id);
-    let result = run_infer(&state, loaded, model, &metadata, &req)
+    let result = run_infer(&state, loaded, model, &caller, &req)
         .instrument(span)
         .await;
     guard.finish(result.map_err(Status::from))
@@ -342,7 +342,7 @@ async fn run_infer(
     state: &ServerState,
     loaded: &Loaded,
     model: usize,
-    metadata: &MetadataMap,
+    caller: &Caller,
     req: &pb::ModelInferRequest,
 ) -> Result<pb::ModelInferResponse> {
     let info = &loaded.models[model];
@@ -379,7 +379,7 @@ async fn run_infer(
         }
     };
     drop(inputs);
-    let options = state::job_options(metadata, priority, timeout);
+    let options = state.clients.job_options(caller, priority, timeout)?;
     let replies = loaded.scheduler.submit(model, items, options)?;
     // The outputs of the items, concatenated in order, form the response tensor.
     let mut values = Vec::with_capacity(shape.iter().product::<i64>() as usize);
@@ -495,8 +495,8 @@ impl GrpcInferenceService for KServeService {
         &self,
         request: Request<pb::ModelInferRequest>,
     ) -> Result<Response<pb::ModelInferResponse>, Status> {
-        let metadata = request.metadata().clone();
-        infer(self.state.clone(), metadata, request.into_inner())
+        let caller = self.state.clients.caller(&request);
+        infer(self.state.clone(), caller, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -508,7 +508,7 @@ impl GrpcInferenceService for KServeService {
         &self,
         request: Request<Streaming<pb::ModelInferRequest>>,
     ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
-        let metadata = request.metadata().clone();
+        let caller = self.state.clients.caller(&request);
         let mut inbound = request.into_inner();
         let inflight = self.state.stream_inflight.max(1);
         // Requests run concurrently (so they can share batches); answers go out in request order.
@@ -525,7 +525,7 @@ impl GrpcInferenceService for KServeService {
                         break;
                     }
                 };
-                let task = tokio::spawn(infer(state.clone(), metadata.clone(), req));
+                let task = tokio::spawn(infer(state.clone(), caller.clone(), req));
                 if pending_tx.send(task).await.is_err() {
                     break;
                 }

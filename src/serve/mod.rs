@@ -9,6 +9,7 @@
 pub mod auth;
 mod bridge_service;
 pub mod budget;
+pub mod clients;
 pub mod config;
 pub mod dicom_out;
 mod graph_service;
@@ -214,6 +215,11 @@ pub async fn serve_with(
         config.transport.stream_idle_timeout(),
         budget::MemoryBudget::from_config(config.memory_budget_mb, config.max_request_mb),
         dicom,
+        clients::ClientPolicy::new(
+            config.client_queue_limit,
+            config.high_priority_clients.clone(),
+            config.client_id_header.clone(),
+        ),
     ));
 
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -2,7 +2,7 @@
 //! ordered streaming of results.
 
 use super::limits::next_message;
-use super::state::{self, ServerState};
+use super::state::ServerState;
 use crate::api::pb::{self, recon_request, recon_response, reconstruction_server::Reconstruction};
 use crate::api::{tensor, validate};
 use crate::error::Error;
@@ -136,7 +136,7 @@ impl ReconService {
                                     slice: slice.into(),
                                     dc: plan.dc,
                                 };
-                                match scheduler.submit(plan.model, vec![input], options) {
+                                match scheduler.submit(plan.model, vec![input], options.clone()) {
                                     Ok(mut rx) => Pending::Slice {
                                         index: s.index,
                                         fraction,
@@ -226,7 +226,7 @@ impl Reconstruction for ReconService {
         &self,
         request: Request<Streaming<pb::ReconRequest>>,
     ) -> Result<Response<Self::StreamReconstructStream>, Status> {
-        let metadata = request.metadata().clone();
+        let caller = self.state.clients.caller(&request);
         let mut inbound = request.into_inner();
         let first = next_message(&mut inbound, self.state.stream_idle).await?;
         let header = match first.and_then(|m| m.msg) {
@@ -252,7 +252,10 @@ impl Reconstruction for ReconService {
                 .saturating_mul(plan.slices.min(inflight) as u64),
         )?;
         let plan = self.state.with_operator(plan).await?;
-        let options = state::job_options(&metadata, plan.priority, None);
+        let options = self
+            .state
+            .clients
+            .job_options(&caller, plan.priority, None)?;
         let model_name = loaded.models[model].name.clone();
         let series = self.state.dicom.series(&plan, &model_name)?;
         let span = tracing::info_span!("recon_stream", request_id = %plan.request_id, model = %model_name, slices = plan.slices, coils = plan.coils, ny = plan.ny, nx = plan.nx);
@@ -289,7 +292,7 @@ impl Reconstruction for ReconService {
         &self,
         request: Request<pb::ReconstructSliceRequest>,
     ) -> Result<Response<pb::SliceImage>, Status> {
-        let metadata = request.metadata().clone();
+        let caller = self.state.clients.caller(&request);
         let req = request.into_inner();
         let mut header = req
             .header
@@ -321,7 +324,10 @@ impl Reconstruction for ReconService {
             let fraction = slice.sampled_fraction();
             let span =
                 tracing::info_span!("recon_slice", request_id = %plan.request_id, model = %name);
-            let options = state::job_options(&metadata, plan.priority, None);
+            let options = self
+                .state
+                .clients
+                .job_options(&caller, plan.priority, None)?;
             let mut rx = span.in_scope(|| {
                 loaded.scheduler.submit(
                     model,

@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::models::{Family, ModelInfo};
 use crate::mri::radial::{RadialOperator, TrajectorySpec};
-use crate::sched::{JobOptions, Priority, Scheduler};
+use crate::sched::Scheduler;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -27,6 +27,8 @@ pub struct ServerState {
     pub budget: Arc<super::budget::MemoryBudget>,
     /// DICOM output and PACS delivery.
     pub dicom: super::dicom_out::DicomOut,
+    /// Client identities, per-client limits and who may ask for high priority.
+    pub clients: super::clients::ClientPolicy,
     /// NUFFT operators of recently used trajectories (planning one costs milliseconds to a few
     /// hundred; a scanner protocol reuses its trajectory for every slice and series).
     operators: std::sync::Mutex<Vec<(String, Arc<RadialOperator>)>>,
@@ -111,11 +113,13 @@ impl ServerState {
         stream_idle: std::time::Duration,
         budget: Arc<super::budget::MemoryBudget>,
         dicom: super::dicom_out::DicomOut,
+        clients: super::clients::ClientPolicy,
     ) -> Self {
         ServerState {
             stream_idle,
             budget,
             dicom,
+            clients,
             loaded: OnceLock::new(),
             draining: AtomicBool::new(false),
             metrics,
@@ -206,24 +210,6 @@ fn parse_grpc_timeout(v: &str) -> Option<Duration> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     })
-}
-
-/// Scheduling options of a request: its gRPC deadline (tightened by `timeout` when given) and
-/// priority.
-pub fn job_options(
-    metadata: &MetadataMap,
-    priority: Priority,
-    timeout: Option<Duration>,
-) -> JobOptions {
-    let from_header = deadline(metadata);
-    let from_param = timeout.map(|t| Instant::now() + t);
-    JobOptions {
-        priority,
-        deadline: match (from_header, from_param) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        },
-    }
 }
 
 #[cfg(test)]

@@ -260,3 +260,26 @@ pub async fn reconstruct(
     }
     Ok(images)
 }
+
+/// Awaits calls sent together and counts the served and the refused ones; every refusal must be
+/// RESOURCE_EXHAUSTED with a message containing each of `expected`.
+pub async fn served_and_refused<T>(
+    calls: Vec<tokio::task::JoinHandle<Result<T, tonic::Status>>>,
+    expected: &[&str],
+) -> (usize, usize) {
+    let (mut ok, mut refused) = (0, 0);
+    for call in calls {
+        match call.await.unwrap() {
+            Ok(_) => ok += 1,
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::ResourceExhausted, "{}", s.message());
+                for e in expected {
+                    assert!(s.message().contains(e), "{}", s.message());
+                }
+                refused += 1;
+            }
+        }
+    }
+    println!("{ok} served, {refused} refused");
+    (ok, refused)
+}
