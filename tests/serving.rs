@@ -447,9 +447,12 @@ async fn work_past_its_deadline_never_reaches_the_device() {
 async fn high_priority_overtakes_queued_normal_work() {
     let config = ServeConfig {
         high_priority_clients: vec!["127.0.0.1".parse().unwrap()],
+        // strict priority: on a loaded machine the normal requests could otherwise age into the
+        // high-priority lane before the high-priority request arrives
+        priority_aging_ms: 0,
         ..ServeConfig::for_tests()
     };
-    let (server, blockers) = busy_server_with(1, config).await;
+    let (server, blockers) = busy_server_with(3, config).await;
     let (req, _) = recon_request(128, 1, 4);
     let spawn = |priority: u64| {
         let (url, mut r) = (server.url.clone(), req.clone());
