@@ -448,14 +448,14 @@ impl ReconEngine {
             .zip(z)
             .zip(modes)
             .map(|((p, z), mode)| {
-                let (misfit, gains) = recon::guard_statistics(&p, &z, u.guard_bands)?;
+                // The spectral guard scales the predicted, unmeasured k-space; with data consistency off
+                // the client asked for the network's own image, so no rings are fitted.
+                let bands = if mode == DcMode::Off { 0 } else { u.guard_bands };
+                let (misfit, gains) = recon::guard_statistics(&p, &z, bands)?;
                 let weight = u.guard_weight(misfit);
                 if weight < 1.0 {
                     tracing::debug!(weight, "reconstruction guard: the network's image contradicts the measurements; blended towards zero-filled");
                 }
-                // The spectral guard scales the predicted, unmeasured k-space; with data consistency off
-                // the client asked for the network's own image.
-                let gains = gains.filter(|_| mode != DcMode::Off);
                 let zero_filled = p.zero_filled_image();
                 Ok(recon::finish_image(p, z, mode, gains.as_deref())?
                     .blend_towards_zero_filled(weight, &zero_filled))

@@ -19,6 +19,7 @@
 //! width; a ring without measured points takes the factor of the ring inside it (the first ring: 1).
 //! The reference implementation is `band_gains` in `tests/reference/unrolled.py`.
 
+use super::masks::{self, LineAxis};
 use num_complex::Complex32;
 
 /// Rings of the guard when a model file does not set them (`unrolled.guard_bands`).
@@ -26,27 +27,18 @@ pub const DEFAULT_BANDS: usize = 8;
 /// At most this many rings (a file cannot make the guard's statistics meaningless).
 pub const MAX_BANDS: usize = 64;
 
-/// Each point's spectral coordinate (see the module documentation), row-major `[ny, nx]`.
-fn coordinates(mask: &[f32], ny: usize, nx: usize) -> Vec<f64> {
+/// The spectral coordinate of point `i` (row-major `[ny, nx]`; see the module documentation).
+fn coordinate(mask: &[f32], ny: usize, nx: usize) -> impl Fn(usize) -> f64 {
+    let axis = masks::line_axis(mask, ny, nx);
     let distance = |i: usize, n: usize| (i as f64 - (n / 2) as f64).abs() / (n as f64 / 2.0);
-    let sampled = |i: usize| mask[i] > 0.0;
-    let rows = (0..ny).all(|y| (0..nx).all(|x| sampled(y * nx + x) == sampled(y * nx)));
-    let columns = (0..ny).all(|y| (0..nx).all(|x| sampled(y * nx + x) == sampled(x)));
-    let mut c = Vec::with_capacity(ny * nx);
-    for y in 0..ny {
-        let dy = distance(y, ny);
-        for x in 0..nx {
-            let dx = distance(x, nx);
-            c.push(if rows {
-                dy
-            } else if columns {
-                dx
-            } else {
-                (dy * dy + dx * dx).sqrt()
-            });
+    move |i| {
+        let (dy, dx) = (distance(i / nx, ny), distance(i % nx, nx));
+        match axis {
+            LineAxis::Rows => dy,
+            LineAxis::Columns => dx,
+            LineAxis::Neither => (dy * dy + dx * dx).sqrt(),
         }
     }
-    c
 }
 
 /// The guard's gain of every k-space point `[ny, nx]` (1 where measured), or `None` when nothing is
@@ -64,9 +56,10 @@ pub fn band_gains(
     if bands == 0 || plane == 0 || mask.iter().all(|&m| m > 0.0) {
         return None;
     }
-    let coord = coordinates(mask, ny, nx);
+    let coord = coordinate(mask, ny, nx);
     let (mut r0, mut r1) = (f64::INFINITY, 0.0f64);
-    for (&c, &m) in coord.iter().zip(mask) {
+    for (i, &m) in mask.iter().enumerate() {
+        let c = coord(i);
         if m <= 0.0 {
             r0 = r0.min(c);
         }
@@ -87,8 +80,9 @@ pub fn band_gains(
         .zip(measured.chunks_exact(plane))
     {
         for i in 0..plane {
-            if mask[i] > 0.0 && coord[i] >= r0 {
-                let b = band(coord[i]);
+            let c = coord(i);
+            if mask[i] > 0.0 && c >= r0 {
+                let b = band(c);
                 let (k, y) = (kc[i], yc[i]);
                 num[b] += k.re as f64 * y.re as f64 + k.im as f64 * y.im as f64;
                 den[b] += k.re as f64 * k.re as f64 + k.im as f64 * k.im as f64;
@@ -105,10 +99,10 @@ pub fn band_gains(
         gains.push(g as f32);
     }
     Some(
-        coord
-            .iter()
-            .zip(mask)
-            .map(|(&c, &m)| {
+        mask.iter()
+            .enumerate()
+            .map(|(i, &m)| {
+                let c = coord(i);
                 if m > 0.0 || c < r0 {
                     1.0
                 } else {
@@ -188,9 +182,9 @@ mod tests {
         let (ny, nx) = (8, 16);
         let rows = row_mask(nx, ny, &[1, 7, 8, 9]);
         let mask = crate::mri::masks::transpose(&rows, nx, ny);
-        let c = coordinates(&mask, ny, nx);
-        assert_eq!(c[0], 1.0); // column 0: |0 - 8| / 8
-        assert_eq!(c[3 * nx + 8], 0.0);
+        let c = coordinate(&mask, ny, nx);
+        assert_eq!(c(0), 1.0); // column 0: |0 - 8| / 8
+        assert_eq!(c(3 * nx + 8), 0.0);
         assert!(band_gains(&[], &[], &vec![1.0; 4], 2, 2, 8).is_none());
         assert!(band_gains(&[], &[], &mask, ny, nx, 0).is_none());
     }

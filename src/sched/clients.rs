@@ -56,7 +56,8 @@ impl ClientQuotas {
     }
 
     /// Items client `id` has waiting or running now.
-    pub fn in_flight(&self, id: &str) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self, id: &str) -> usize {
         self.lock().get(id).copied().unwrap_or(0)
     }
 }

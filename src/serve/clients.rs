@@ -13,7 +13,7 @@
 //! Identities never contain patient data; they are not logged with request data.
 
 use crate::error::{Error, Result};
-use crate::sched::clients::{ClientQuotas, ClientTicket};
+use crate::sched::clients::ClientQuotas;
 use crate::sched::{JobOptions, Priority};
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
@@ -152,10 +152,6 @@ impl ClientPolicy {
         Caller { metadata, id, ip }
     }
 
-    fn ticket(&self, caller: &Caller) -> ClientTicket {
-        self.quotas.ticket(&caller.id)
-    }
-
     /// The scheduling options of a caller's request: its gRPC deadline (tightened by `timeout`), its
     /// priority (high only for configured clients) and its client's quota.
     pub fn job_options(
@@ -179,7 +175,7 @@ impl ClientPolicy {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
-            client: Some(self.ticket(caller)),
+            client: Some(self.quotas.ticket(&caller.id)),
         })
     }
 }
