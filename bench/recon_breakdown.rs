@@ -81,7 +81,12 @@ fn main() -> anyhow::Result<()> {
             (8, pb::data_consistency::Mode::Sense),
         ] {
             let h = header(coils, n, dc);
-            let plan = validate::plan(&h, 0, &validate::Limits::default())?;
+            let plan = validate::plan(
+                &h,
+                0,
+                validate::DEFAULT_NETWORK_WIDTH,
+                &validate::Limits::default(),
+            )?;
             let bytes = pb::KSpaceSlice {
                 index: 0,
                 kspace: Some(tensor::encode_c64(&[coils, n, n], &kspace(coils, n))),

@@ -1,5 +1,7 @@
 //! A bounded, seeded fuzz pass over the raw-data readers of `inferd recon --input`: NPY, NPZ (a real
-//! NumPy file), BART .cfl/.hdr and ISMRMRD/MRD HDF5 (written by the ISMRMRD tools). Each valid file
+//! NumPy file), BART .cfl/.hdr and ISMRMRD/MRD HDF5 (written by the ISMRMRD tools); and over the DICOM
+//! image reader of `inferd train` (a 16-bit grayscale file written by dcmtk's dump2dcm). Inputs that
+//! once crashed a reader are kept under `tests/data/fuzz/` and replayed. Each valid file
 //! is mutated (bit flips, random bytes, large integers spliced in, truncation, duplicated runs;
 //! mostly in the headers and, for archives, the trailing directory) and read; every read must return
 //! data or an error, never panic. `INFERD_FUZZ_CASES` sets the cases per reader (default 1000).
@@ -149,5 +151,59 @@ fn mutated_raw_data_files_give_errors_not_panics() {
     } else {
         println!("mrd: ismrmrd_generate_cartesian_shepp_logan not found, skipped");
     }
+
+    // DICOM: 12×16, 16-bit, rescale slope/intercept, written by dcmtk from a text dump
+    let pixels: Vec<String> = (0..12 * 16)
+        .map(|i| format!("{:04x}", (i * 37) % 4096))
+        .collect();
+    let dump = format!(
+        "(0008,0016) UI =SecondaryCaptureImageStorage\n(0008,0018) UI [1.2.826.0.1.3680043.10.1.1]\n\
+         (0028,0002) US 1\n(0028,0004) CS [MONOCHROME2]\n(0028,0010) US 12\n(0028,0011) US 16\n\
+         (0028,0100) US 16\n(0028,0101) US 12\n(0028,0102) US 11\n(0028,0103) US 0\n\
+         (0028,1052) DS [-5]\n(0028,1053) DS [2]\n(7fe0,0010) OW {}\n",
+        pixels.join("\\")
+    );
+    std::fs::write(d.join("seed.dump"), dump).unwrap();
+    let made = Command::new("dump2dcm")
+        .arg(d.join("seed.dump"))
+        .arg(d.join("seed.dcm"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if made {
+        let seed = d.join("seed.dcm");
+        let frames = inferd::io::dicom::read_frames(&seed).unwrap();
+        assert_eq!((frames.len(), frames[0].1, frames[0].2), (1, 12, 16));
+        assert_eq!(
+            frames[0].0[1],
+            37.0 * 2.0 - 5.0,
+            "rescale slope and intercept"
+        );
+        let seed = std::fs::read(&seed).unwrap();
+        let p = d.join("case.dcm");
+        panics.extend(fuzz("dicom", &seed, |b| {
+            write(&p, b);
+            inferd::io::dicom::read_frames(&p).is_ok()
+        }));
+    } else {
+        println!("dicom: dcmtk's dump2dcm not found, skipped");
+    }
     assert!(panics.is_empty(), "{panics:#?}");
+}
+
+/// Inputs that once crashed a reader, kept as files (`tests/data/fuzz/<reader>/`): each must be
+/// refused with an error. DICOM: Rows = 0 (an empty frame size), NumberOfFrames = 2^62 (a pixel
+/// count that overflows).
+#[test]
+fn the_crash_corpus_gives_errors() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz/dicom");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let result = inferd::io::dicom::read_frames(&path);
+        assert!(result.is_err(), "{}: {result:?}", path.display());
+        println!("{}: {}", path.display(), result.unwrap_err());
+        seen += 1;
+    }
+    assert!(seen >= 2, "the DICOM crash corpus is missing");
 }

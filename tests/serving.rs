@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{metric, TestServer};
+use common::{metric, pki::Pki, TestServer};
 use inferd::api::kserve::pb::{
     self, grpc_inference_service_client::GrpcInferenceServiceClient,
     infer_parameter::ParameterChoice, model_infer_request::InferInputTensor, InferParameter,
@@ -13,7 +13,7 @@ use inferd::mri::{fft, masks, metrics, phantom};
 use inferd::serve::{config::Secret, ServeConfig};
 use std::time::{Duration, Instant};
 use tonic::codec::CompressionEncoding;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use tonic::Code;
 
 type Client = GrpcInferenceServiceClient<Channel>;
@@ -567,65 +567,6 @@ async fn bearer_token_guards_every_rpc_but_health() {
         .await
         .unwrap();
     server.stop().await;
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with the openssl CLI;
-/// plus a second CA and a client certificate it signed (the "wrong" client).
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let sh = |script: &str| {
-            common::run(
-                std::process::Command::new("sh")
-                    .arg("-c")
-                    .arg(script)
-                    .current_dir(dir.path()),
-            );
-        };
-        let ca = |name: &str| {
-            format!("openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN={name} -keyout {name}.key -out {name}.pem 2>/dev/null")
-        };
-        let leaf = |name: &str, ca: &str, ext: &str| {
-            format!(
-                "openssl req -newkey rsa:2048 -nodes -subj /CN={name} -keyout {name}.key -out {name}.csr 2>/dev/null && \
-                 printf '{ext}' > {name}.ext && \
-                 openssl x509 -req -in {name}.csr -CA {ca}.pem -CAkey {ca}.key -CAcreateserial -days 2 -extfile {name}.ext -out {name}.pem 2>/dev/null"
-            )
-        };
-        sh(&ca("ca"));
-        sh(&ca("other-ca"));
-        sh(&leaf(
-            "server",
-            "ca",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth\\n",
-        ));
-        sh(&leaf("client", "ca", "extendedKeyUsage=clientAuth\\n"));
-        sh(&leaf(
-            "intruder",
-            "other-ca",
-            "extendedKeyUsage=clientAuth\\n",
-        ));
-        Pki { dir }
-    }
-
-    fn path(&self, name: &str) -> std::path::PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn read(&self, name: &str) -> Vec<u8> {
-        std::fs::read(self.path(name)).unwrap()
-    }
-
-    fn identity(&self, name: &str) -> Identity {
-        Identity::from_pem(
-            self.read(&format!("{name}.pem")),
-            self.read(&format!("{name}.key")),
-        )
-    }
 }
 
 async fn tls_live(url: &str, tls: ClientTlsConfig) -> Result<bool, String> {

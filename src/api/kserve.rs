@@ -2,6 +2,7 @@
 //! contract, and the decoding of inputs and parameters into checked values. Every failure names the
 //! tensor and what was expected.
 
+use super::tensor::{first_non_finite, heavy};
 use crate::error::Result;
 use crate::invalid;
 use crate::models::Family;
@@ -156,18 +157,21 @@ pub fn decode_inputs(
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| invalid!("input {} has shape {:?}, too large", t.name, t.shape))?;
-        let data = match raw.get(i) {
-            Some(bytes) => decode_raw(&t.name, spec.datatype, bytes, count)?,
-            None => decode_typed(t, spec.datatype, count)?,
-        };
-        if let Data::F32(v) = &data {
-            if let Some(j) = v.iter().position(|x| !x.is_finite()) {
-                return Err(invalid!(
-                    "input {} has a non-finite value at flat index {j}; all values must be finite",
-                    t.name
-                ));
+        let data = heavy(count.saturating_mul(4), || {
+            let data = match raw.get(i) {
+                Some(bytes) => decode_raw(&t.name, spec.datatype, bytes, count)?,
+                None => decode_typed(t, spec.datatype, count)?,
+            };
+            if let Data::F32(v) = &data {
+                if let Some(j) = first_non_finite(v) {
+                    return Err(invalid!(
+                        "input {} has a non-finite value at flat index {j}; all values must be finite",
+                        t.name
+                    ));
+                }
             }
-        }
+            Ok(data)
+        })?;
         if out
             .insert(t.name.clone(), Decoded { shape, data })
             .is_some()
@@ -252,7 +256,9 @@ fn decode_typed(t: &InferInputTensor, datatype: &str, count: usize) -> Result<Da
 
 /// FP32 values as KServe raw contents (little-endian).
 pub fn f32_raw(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    heavy(4 * v.len(), || {
+        v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    })
 }
 
 /// INT64 values as KServe raw contents (little-endian).

@@ -52,51 +52,81 @@ fn check(t: &Tensor, what: &str, dtype: DataType, shape: &[usize], layout: &str)
     Ok(n)
 }
 
+/// Payloads from this size on are converted off the async runtime's scheduling (about a millisecond of
+/// work).
+const HEAVY_BYTES: usize = 1 << 20;
+
+/// Runs the conversion of a `bytes`-sized payload (decoding, finiteness scan, encoding). Large ones
+/// on a multi-threaded runtime run under `block_in_place`: the runtime hands this thread's other
+/// tasks (health checks, other clients' calls) to another thread meanwhile. Small ones, and calls
+/// outside a multi-threaded runtime, run inline.
+pub fn heavy<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let multi_thread =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread);
+    if bytes >= HEAVY_BYTES && multi_thread {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
+/// The flat index of the first NaN or infinity, if any.
+pub fn first_non_finite(v: &[f32]) -> Option<usize> {
+    v.iter().position(|x| !x.is_finite())
+}
+
+fn non_finite(what: &str, i: usize) -> crate::error::Error {
+    invalid!("{what} has a non-finite value at flat index {i}; all values must be finite")
+}
+
 /// Decodes a FLOAT32 tensor of exactly `shape`, rejecting NaN and infinities.
 pub fn decode_f32(t: &Tensor, what: &str, shape: &[usize], layout: &str) -> Result<Vec<f32>> {
     check(t, what, DataType::Float32, shape, layout)?;
-    let v: Vec<f32> = t
-        .data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(invalid!(
-            "{what} has a non-finite value at flat index {i}; all values must be finite"
-        ));
-    }
-    Ok(v)
+    heavy(t.data.len(), || {
+        let v: Vec<f32> = t
+            .data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        match first_non_finite(&v) {
+            Some(i) => Err(non_finite(what, i)),
+            None => Ok(v),
+        }
+    })
 }
 
 /// Decodes a COMPLEX64 tensor of exactly `shape`, rejecting NaN and infinities.
 pub fn decode_c64(t: &Tensor, what: &str, shape: &[usize], layout: &str) -> Result<Vec<Complex32>> {
     check(t, what, DataType::Complex64, shape, layout)?;
-    let v: Vec<Complex32> = t
-        .data
-        .chunks_exact(8)
-        .map(|c| {
-            Complex32::new(
-                f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                f32::from_le_bytes([c[4], c[5], c[6], c[7]]),
-            )
-        })
-        .collect();
-    if let Some(i) = v
-        .iter()
-        .position(|x| !x.re.is_finite() || !x.im.is_finite())
-    {
-        return Err(invalid!(
-            "{what} has a non-finite value at flat index {i}; all values must be finite"
-        ));
-    }
-    Ok(v)
+    heavy(t.data.len(), || {
+        let v: Vec<Complex32> = t
+            .data
+            .chunks_exact(8)
+            .map(|c| {
+                Complex32::new(
+                    f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+                    f32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+                )
+            })
+            .collect();
+        match v
+            .iter()
+            .position(|x| !x.re.is_finite() || !x.im.is_finite())
+        {
+            Some(i) => Err(non_finite(what, i)),
+            None => Ok(v),
+        }
+    })
 }
 
 pub fn encode_f32(shape: &[usize], data: &[f32]) -> Tensor {
     Tensor {
         shape: shape.iter().map(|&s| s as u64).collect(),
         dtype: DataType::Float32 as i32,
-        data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        data: heavy(4 * data.len(), || {
+            data.iter().flat_map(|v| v.to_le_bytes()).collect()
+        }),
     }
 }
 
@@ -104,10 +134,11 @@ pub fn encode_c64(shape: &[usize], data: &[Complex32]) -> Tensor {
     Tensor {
         shape: shape.iter().map(|&s| s as u64).collect(),
         dtype: DataType::Complex64 as i32,
-        data: data
-            .iter()
-            .flat_map(|v| v.re.to_le_bytes().into_iter().chain(v.im.to_le_bytes()))
-            .collect(),
+        data: heavy(8 * data.len(), || {
+            data.iter()
+                .flat_map(|v| v.re.to_le_bytes().into_iter().chain(v.im.to_le_bytes()))
+                .collect()
+        }),
     }
 }
 

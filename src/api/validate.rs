@@ -45,17 +45,28 @@ impl Default for Limits {
     }
 }
 
-/// Width (channels) of the widest full-resolution activation of the reconstruction networks; the
-/// cost model assumes it for every model (the shipped ones use 32).
-const NETWORK_WIDTH: u64 = 32;
+/// Width (channels of the full-resolution activations) assumed for a reconstruction network that does
+/// not state its own (the shipped ones use 32).
+pub const DEFAULT_NETWORK_WIDTH: usize = 32;
+
+/// The width of a reconstruction model's network, for [`slice_bytes`].
+pub fn network_width(info: &crate::models::ModelInfo) -> usize {
+    info.property("width").unwrap_or(DEFAULT_NETWORK_WIDTH)
+}
 
 /// Peak bytes of one reconstruction slice of `coils` coils at `ny × nx` (`samples` per coil for a
 /// non-Cartesian slice, else 0), counted from what the pipeline allocates: the coil data and up to
 /// eight coil-sized complex buffers (images, sensitivities, data-consistency k-space, the CG
 /// vectors), the twice-oversampled NUFFT grid and its sample buffers, and the network's
-/// activations (about twelve full-resolution tensors of the network's width, im2col included).
+/// activations (about twelve full-resolution tensors of the network's `width`, im2col included).
 /// `None` when the product overflows.
-pub fn slice_bytes(ny: usize, nx: usize, coils: usize, samples: usize) -> Option<u64> {
+pub fn slice_bytes(
+    ny: usize,
+    nx: usize,
+    coils: usize,
+    samples: usize,
+    width: usize,
+) -> Option<u64> {
     let (ny, nx, coils, samples) = (ny as u64, nx as u64, coils as u64, samples as u64);
     let plane = ny.checked_mul(nx)?;
     let coil_planes = coils.checked_mul(plane)?.checked_mul(8 * 9)?;
@@ -68,7 +79,9 @@ pub fn slice_bytes(ny: usize, nx: usize, coils: usize, samples: usize) -> Option
     } else {
         0
     };
-    let network = plane.checked_mul(4 * NETWORK_WIDTH * 12)?;
+    let network = plane
+        .checked_mul(4 * 12)?
+        .checked_mul(width.max(1) as u64)?;
     coil_planes.checked_add(non_cartesian)?.checked_add(network)
 }
 
@@ -133,7 +146,8 @@ pub struct ReconPlan {
 
 /// Checks a header for the reconstruction model `model` (index of a loaded model, resolved by the
 /// caller from the header's name).
-pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconPlan> {
+/// `width`: the model's network width ([`network_width`]), for the memory estimate.
+pub fn plan(h: &pb::ReconHeader, model: usize, width: usize, limits: &Limits) -> Result<ReconPlan> {
     let (ny, nx, coils, slices) = (
         h.height as usize,
         h.width as usize,
@@ -170,7 +184,7 @@ pub fn plan(h: &pb::ReconHeader, model: usize, limits: &Limits) -> Result<ReconP
         Some(Kind::Trajectory(t)) => trajectory = Some(coordinates(t, ny, nx, limits)?),
     }
     let samples = trajectory.as_ref().map_or(0, TrajectorySpec::samples);
-    let one_slice = slice_bytes(ny, nx, coils, samples);
+    let one_slice = slice_bytes(ny, nx, coils, samples, width);
     admit(
         &format!("one slice of {coils} coils at {ny}x{nx}"),
         one_slice,

@@ -51,8 +51,13 @@ pub fn read_frames(path: &Path) -> anyhow::Result<Vec<(Vec<f32>, usize, usize)>>
             "transfer syntax {ts} is compressed; convert to an uncompressed syntax first"
         )));
     }
-    let rows = int(&obj, tags::ROWS, "Rows").map_err(ctx)? as usize;
-    let cols = int(&obj, tags::COLUMNS, "Columns").map_err(ctx)? as usize;
+    let dim = |tag, name| -> anyhow::Result<usize> {
+        let v = int(&obj, tag, name).map_err(ctx)?;
+        usize::try_from(v).ok().filter(|&v| v > 0).ok_or_else(|| {
+            anyhow::anyhow!("{}: {name} is {v}, expected at least 1", path.display())
+        })
+    };
+    let (rows, cols) = (dim(tags::ROWS, "Rows")?, dim(tags::COLUMNS, "Columns")?);
     let spp = int(&obj, tags::SAMPLES_PER_PIXEL, "SamplesPerPixel").unwrap_or(1);
     anyhow::ensure!(
         spp == 1,
@@ -61,9 +66,9 @@ pub fn read_frames(path: &Path) -> anyhow::Result<Vec<(Vec<f32>, usize, usize)>>
     );
     let bits = int(&obj, tags::BITS_ALLOCATED, "BitsAllocated").map_err(ctx)?;
     let signed = int(&obj, tags::PIXEL_REPRESENTATION, "PixelRepresentation").unwrap_or(0) == 1;
-    let frames = int(&obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames")
-        .unwrap_or(1)
-        .max(1) as usize;
+    let frames = usize::try_from(int(&obj, tags::NUMBER_OF_FRAMES, "NumberOfFrames").unwrap_or(1))
+        .unwrap_or(0)
+        .max(1);
     let slope = float_or(&obj, tags::RESCALE_SLOPE, 1.0) as f32;
     let intercept = float_or(&obj, tags::RESCALE_INTERCEPT, 0.0) as f32;
     let mono1 = obj
@@ -75,7 +80,16 @@ pub fn read_frames(path: &Path) -> anyhow::Result<Vec<(Vec<f32>, usize, usize)>>
         .element(tags::PIXEL_DATA)
         .map_err(|_| ctx(anyhow::anyhow!("no PixelData")))?
         .to_bytes()?;
-    let n = rows * cols * frames;
+    // the header's sizes are the file's: a product that overflows is refused, never wrapped
+    let n = rows
+        .checked_mul(cols)
+        .and_then(|p| p.checked_mul(frames))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: {frames} frame(s) of {rows}x{cols} overflow the pixel count",
+                path.display()
+            )
+        })?;
     let values: Vec<f32> = match (bits, signed) {
         (8, false) => bytes.iter().take(n).map(|&b| b as f32).collect(),
         (8, true) => bytes.iter().take(n).map(|&b| b as i8 as f32).collect(),

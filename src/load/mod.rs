@@ -61,6 +61,10 @@ pub struct LoadArgs {
     pub coils: usize,
     #[arg(long, default_value_t = 4.0)]
     pub acceleration: f32,
+    /// KServe reconstruction payloads: golden-angle radial spokes of `2 × size` samples with their
+    /// trajectory and `image_size` (0: Cartesian with a mask).
+    #[arg(long, default_value_t = 0)]
+    pub spokes: usize,
     /// Slices per volume (`--protocol recon`).
     #[arg(long, default_value_t = 1)]
     pub slices: usize,

@@ -76,6 +76,28 @@ pub fn synthetic_kspace(n: usize, coils: usize, acceleration: f32, seed: u64) ->
     }
 }
 
+/// Radial k-space `[coils, spokes · 2n]` of a synthetic MR-like image on a golden-angle trajectory
+/// (twice-oversampled readout), and the trajectory in BART's order (`[k0, k1]`, k0 along H).
+pub fn synthetic_radial(
+    n: usize,
+    coils: usize,
+    spokes: usize,
+    seed: u64,
+) -> anyhow::Result<(Vec<Complex32>, Vec<[f32; 2]>)> {
+    use crate::mri::traj::{Radial, SpokeAngles};
+    let img = phantom::SyntheticMr::new(seed).sample(n, n).complex;
+    let traj = Radial::new(n, 2 * n, spokes, SpokeAngles::GoldenAngle)?.coords();
+    let op = crate::api::validate::trajectory(traj.clone(), n)?.build(n)?;
+    let mut k = Vec::with_capacity(coils * traj.len());
+    for c in 0..coils {
+        // each coil sees the image with its own constant phase
+        let phase = Complex32::from_polar(1.0, std::f32::consts::TAU * c as f32 / coils as f32);
+        let coil: Vec<Complex32> = img.iter().map(|v| v * phase).collect();
+        k.extend(op.forward(&coil)?);
+    }
+    Ok((k, traj))
+}
+
 impl KSpace {
     /// Interleaved real/imaginary float32, `[coils, n, n, 2]`.
     fn interleaved(&self) -> Vec<f32> {
@@ -198,7 +220,19 @@ async fn kserve_call(
                 .parse()
                 .with_context(|| format!("model {} reports {k} = {:?}", args.model, v.string_value))
         };
-        if names.contains(&"kspace") {
+        if names.contains(&"traj") && args.spokes > 0 {
+            let (k, traj) = synthetic_radial(args.size, args.coils, args.spokes, args.seed)?;
+            let (s, r) = (args.spokes, 2 * args.size);
+            let interleaved: Vec<f32> = k.iter().flat_map(|v| [v.re, v.im]).collect();
+            add(f32_input("kspace", &[1, args.coils, s, r, 2], &interleaved));
+            add(f32_input("traj", &[1, s, r, 2], traj.as_flattened()));
+            req.parameters.insert(
+                "image_size".into(),
+                kpb::InferParameter {
+                    parameter_choice: Some(ParameterChoice::Int64Param(args.size as i64)),
+                },
+            );
+        } else if names.contains(&"kspace") {
             let k = synthetic_kspace(args.size, args.coils, args.acceleration, args.seed);
             add(f32_input(
                 "kspace",
@@ -344,6 +378,20 @@ pub async fn prepare(args: &LoadArgs, caller: &mut Caller) -> anyhow::Result<Cal
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn synthetic_radial_kspace_matches_its_trajectory() {
+        let (k, traj) = synthetic_radial(32, 2, 16, 1).unwrap();
+        assert_eq!(traj.len(), 16 * 64);
+        assert_eq!(k.len(), 2 * 16 * 64);
+        assert!(k.iter().all(|v| v.re.is_finite() && v.im.is_finite()));
+        // the centre of k-space (largest magnitude) is where every spoke crosses k = 0
+        let peak = (0..traj.len())
+            .max_by(|&a, &b| k[a].norm().total_cmp(&k[b].norm()))
+            .unwrap();
+        let [k0, k1] = traj[peak];
+        assert!(k0.hypot(k1) <= 1.0, "peak at {:?}", traj[peak]);
+    }
 
     #[test]
     fn synthetic_kspace_is_undersampled_as_asked() {

@@ -123,44 +123,104 @@ macro_rules! simd_dispatch {
     };
 }
 
+/// Whether a row-major `rows × cols` matrix with row stride `rs` fits in `len` values.
+fn fits(len: usize, rows: usize, cols: usize, rs: usize) -> bool {
+    rows == 0 || cols == 0 || (cols <= rs && (rows - 1) * rs + cols <= len)
+}
+
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]`, all row-major with the given row strides, on the calling thread.
+/// The operands are bounds-checked slices; the destination is a raw pointer because parallel tasks
+/// write disjoint blocks of one shared output.
 ///
 /// # Safety
-/// The pointers must address matrices of the stated sizes and strides; `dst` must not alias the
-/// inputs.
+/// `dst` must be valid for writes of `dst_len` values, of which the `m × n` block (row stride
+/// `dst_rs`) is written by this call only, and must not alias `lhs` or `rhs`. The extent is checked
+/// against `dst_len` (and the operands against their slices) before the product runs.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn matmul(
     m: usize,
     n: usize,
     k: usize,
     dst: *mut f32,
+    dst_len: usize,
     dst_rs: usize,
-    lhs: *const f32,
+    lhs: &[f32],
     lhs_rs: usize,
-    rhs: *const f32,
+    rhs: &[f32],
     rhs_rs: usize,
 ) {
-    gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        false,
-        lhs,
-        1,
-        lhs_rs as isize,
-        rhs,
-        1,
-        rhs_rs as isize,
-        0.0,
-        1.0,
-        false,
-        false,
-        false,
-        Parallelism::None,
-    )
+    assert!(
+        fits(dst_len, m, n, dst_rs),
+        "GEMM output {m}x{n} (stride {dst_rs}) exceeds {dst_len} values"
+    );
+    assert!(
+        fits(lhs.len(), m, k, lhs_rs),
+        "GEMM lhs {m}x{k} (stride {lhs_rs}) exceeds {} values",
+        lhs.len()
+    );
+    assert!(
+        fits(rhs.len(), k, n, rhs_rs),
+        "GEMM rhs {k}x{n} (stride {rhs_rs}) exceeds {} values",
+        rhs.len()
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: every matrix lies inside its buffer (checked above); exclusivity of the output block is
+    // the caller's promise.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs.as_ptr(),
+            1,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            1,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// [`matmul`] into a buffer the caller owns.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    lhs: &[f32],
+    lhs_rs: usize,
+    rhs: &[f32],
+    rhs_rs: usize,
+) {
+    // SAFETY: `dst` is an exclusive borrow of `dst.len()` values that cannot alias the shared inputs.
+    unsafe {
+        matmul(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            dst.len(),
+            dst_rs,
+            lhs,
+            lhs_rs,
+            rhs,
+            rhs_rs,
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -325,10 +385,9 @@ impl Winograd3x3 {
                 winograd_input_plane(plane, geo, c, ci, vp, padded);
             },
         );
-        let (up, mp) = (
-            SharedMut(self.u.as_ptr() as *mut f32),
-            SharedMut(m.as_mut_ptr()),
-        );
+        // the input transform has filled V: from here on it is only read
+        let (u, v, m_len) = (&self.u[..], &*v, m.len());
+        let mp = SharedMut(m.as_mut_ptr());
         // 36 products, split along the tiles when there are many threads (36 tasks leave 16 threads
         // a quarter idle)
         let parts = (2 * rayon::current_num_threads())
@@ -341,18 +400,20 @@ impl Winograd3x3 {
             if n == 0 {
                 return;
             }
-            // SAFETY: task (e, part) reads U_e and columns n0.. of V_e and writes only those
-            // columns of M_e.
+            let at = e * o * t + n0;
+            // SAFETY: task (e, part) writes only columns n0..n0+n of M_e (`o` rows of stride t
+            // starting at `at`); no other task writes them and nothing reads M until all are done.
             unsafe {
                 matmul(
                     o,
                     n,
                     c,
-                    mp.get().add(e * o * t + n0),
+                    mp.get().add(at),
+                    m_len - at,
                     t,
-                    up.get().add(e * o * c),
+                    &u[e * o * c..],
                     c,
-                    vp.get().add(e * c * t + n0),
+                    &v[e * c * t + n0..],
                     t,
                 )
             }
@@ -440,9 +501,12 @@ fn winograd_input_plane_impl(
                 let out = bt6(&col);
                 for (mm, vals) in out.iter().enumerate() {
                     let e = mm * 6 + k;
-                    // SAFETY: see Winograd3x3::forward; the offsets stay inside V.
+                    let at = (e * c + ci) * g.t + t0;
+                    debug_assert!(at + nl <= 36 * c * g.t, "V holds 36 × C × T values");
+                    // SAFETY: V holds 36 × C × T values (at least); channel ci's task alone
+                    // writes V[e][ci][..t].
                     unsafe {
-                        let dst = v.get().add((e * c + ci) * g.t + t0);
+                        let dst = v.get().add(at);
                         std::ptr::copy_nonoverlapping(vals.as_ptr(), dst, nl);
                     }
                 }
@@ -617,7 +681,7 @@ impl GatherConv {
         let k = c * kh * kw;
         let rows_per_band = band_rows(wo);
         let mut y = vec![0f32; b * o * ho * wo];
-        let yp = SharedMut(y.as_mut_ptr());
+        let (yp, y_len) = (SharedMut(y.as_mut_ptr()), y.len());
         for_each_band(
             b,
             ho,
@@ -628,10 +692,12 @@ impl GatherConv {
                 let img = &x[bi * c * h * w..(bi + 1) * c * h * w];
                 let kksp = [kh, kw, s, cw.pad.size()];
                 gather_band(img, col, [c, h, w], kksp, &rmap, &cmap, r0, nr, wo);
-                // SAFETY: the band writes rows r0..r0+nr of every output channel of image bi only.
+                let at = bi * o * ho * wo + r0 * wo;
+                // SAFETY: the band writes rows r0..r0+nr (the `n` values from `at` of each of
+                // the `o` channel planes of image bi) and no other band writes them.
                 unsafe {
-                    let dst = yp.get().add(bi * o * ho * wo + r0 * wo);
-                    matmul(o, n, k, dst, ho * wo, cw.w.as_ptr(), k, col.as_ptr(), n);
+                    let dst = yp.get().add(at);
+                    matmul(o, n, k, dst, y_len - at, ho * wo, &cw.w, k, col, n);
                     for (oi, bias) in cw.bias.iter().enumerate() {
                         let row = std::slice::from_raw_parts_mut(dst.add(oi * ho * wo), n);
                         row.iter_mut().for_each(|v| *v += bias);
@@ -781,25 +847,11 @@ impl ConvTransposeS2 {
                 for (phase, wm) in self.w.iter().enumerate() {
                     let run = &PHASE_SHIFTS[phase];
                     let k = run.len() * c;
-                    // SAFETY: col holds 4·C rows of n values; tmp holds O rows of n.
-                    unsafe {
-                        matmul(
-                            o,
-                            n,
-                            k,
-                            tmp.as_mut_ptr(),
-                            n,
-                            wm.as_ptr(),
-                            k,
-                            col.as_ptr().add(run.start * c * n),
-                            n,
-                        )
-                    };
+                    matmul_into(o, n, k, tmp, n, wm, k, &col[run.start * c * n..], n);
                     // SAFETY: this band writes output rows 2·r0 .. 2·(r0+nr) of image bi only.
-                    let img_out = unsafe {
-                        std::slice::from_raw_parts_mut(yp.get().add(bi * o * ho * wo), o * ho * wo)
+                    unsafe {
+                        interleave_phase(tmp, yp, &self.bias, [bi, o, ho, wo], phase, r0, nr, w)
                     };
-                    interleave_phase(tmp, img_out, &self.bias, [o, ho, wo], phase, r0, nr, w);
                 }
             },
         );
@@ -835,12 +887,17 @@ fn shift_band_impl(img: &[f32], col: &mut [f32], [c, h, w]: [usize; 3], r0: usiz
     }
 }
 
+/// Adds the bias to one phase's GEMM output and writes it to every other pixel of the band's rows.
+///
+/// # Safety
+/// `out` addresses the whole `[B, O, ho, wo]` output; the caller's band owns output rows
+/// `2·r0 .. 2·(r0+nr)` of image `bi`, the only rows written here.
 #[allow(clippy::too_many_arguments)]
-fn interleave_phase(
+unsafe fn interleave_phase(
     tmp: &[f32],
-    out: &mut [f32],
+    out: SharedMut,
     bias: &[f32],
-    [o, ho, wo]: [usize; 3],
+    [bi, o, ho, wo]: [usize; 4],
     phase: usize,
     r0: usize,
     nr: usize,
@@ -848,11 +905,17 @@ fn interleave_phase(
 ) {
     let (a, bb) = (phase / 2, phase % 2);
     let n = nr * w;
+    debug_assert!(2 * (r0 + nr) <= ho && 2 * w <= wo && tmp.len() >= o * n);
     for oi in 0..o {
         let src = &tmp[oi * n..(oi + 1) * n];
-        let plane = &mut out[oi * ho * wo..(oi + 1) * ho * wo];
         for r in 0..nr {
-            let row = &mut plane[(2 * (r0 + r) + a) * wo..][..wo];
+            // SAFETY: row 2·(r0+r)+a of plane (bi, oi) lies in the output and belongs to this band.
+            let row = unsafe {
+                std::slice::from_raw_parts_mut(
+                    out.get().add(((bi * o + oi) * ho + 2 * (r0 + r) + a) * wo),
+                    wo,
+                )
+            };
             for (j, v) in src[r * w..(r + 1) * w].iter().enumerate() {
                 row[2 * j + bb] = v + bias[oi];
             }
@@ -891,7 +954,7 @@ impl DirectConv {
         let (o, kw) = (cw.o, cw.kw);
         let (ho, wo, rmap, cmap) = cw.plan(dims)?;
         let mut y = vec![0f32; b * o * ho * wo];
-        let yp = SharedMut(y.as_mut_ptr());
+        let (yp, y_len) = (SharedMut(y.as_mut_ptr()), y.len());
         (0..b * ho).into_par_iter().for_each_init(
             || (vec![0f32; o * wo], vec![0f32; wo + kw - 1]),
             |(acc, prow), row| {
@@ -899,13 +962,10 @@ impl DirectConv {
                 let img = &x[bi * c * h * w..(bi + 1) * c * h * w];
                 direct_row(self, img, [h, w], &rmap, &cmap, oy, wo, acc, prow);
                 for (oi, vals) in acc.chunks_exact(wo).enumerate() {
-                    // SAFETY: output row (bi, oi, oy) is written by this task only.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            yp.get().add(((bi * o + oi) * ho + oy) * wo),
-                            wo,
-                        )
-                    };
+                    let at = ((bi * o + oi) * ho + oy) * wo;
+                    debug_assert!(at + wo <= y_len);
+                    // SAFETY: output row (bi, oi, oy) lies in y and is written by this task only.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(yp.get().add(at), wo) };
                     match self.epilogue {
                         Epilogue::None => dst.copy_from_slice(vals),
                         Epilogue::Sigmoid => {
@@ -1082,7 +1142,8 @@ fn norm_plane_impl(x: &[f32], out: &mut [f32], res: Option<&[f32]>, slope: Optio
 static SCRATCH: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
 const SCRATCH_KEEP: usize = 8;
 
-/// A buffer of `len` values (contents unspecified), reusing a kept one of enough capacity.
+/// A buffer of `len` zeros, reusing a kept one of enough capacity (zeroed, so nothing a previous
+/// request left in it can be read).
 fn scratch(len: usize) -> Vec<f32> {
     let mut pool = SCRATCH.lock().unwrap_or_else(|e| e.into_inner());
     let mut buf = match pool.iter().position(|b| b.capacity() >= len) {
@@ -1090,9 +1151,8 @@ fn scratch(len: usize) -> Vec<f32> {
         None => Vec::with_capacity(len),
     };
     drop(pool);
-    // SAFETY: f32 has no invalid bit patterns and every value is written before it is read
-    // (the input transform fills all of V, the GEMMs all of M).
-    unsafe { buf.set_len(len) };
+    buf.clear();
+    buf.resize(len, 0.0);
     buf
 }
 

@@ -21,6 +21,7 @@
 //!   message-passing layers, a node-level GNN stack for graphs ([`MpLayer`]).
 
 use crate::error::{Error, Result};
+use crate::models::cpu_conv::matmul_into;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::rnn::{GRUConfig, GRUState, GRU, RNN};
 use candle_nn::{Linear, Module, VarBuilder};
@@ -480,38 +481,13 @@ fn sort_mlp_level(k: &SortMlpKernel, v: &[f32], left: &[u32], right: &[u32], out
                     hi[j] = a[j].max(b[j]);
                 }
             }
-            // SAFETY: the buffers hold n×2F, 2F×H, n×H, H×F and n×F values as the calls state.
-            unsafe {
-                crate::models::cpu_conv::matmul(
-                    n,
-                    h,
-                    2 * f,
-                    z.as_mut_ptr(),
-                    h,
-                    sorted.as_ptr(),
-                    2 * f,
-                    k.w1t.as_ptr(),
-                    h,
-                );
-            }
+            matmul_into(n, h, 2 * f, z, h, sorted, 2 * f, &k.w1t, h);
             for row in z.chunks_exact_mut(h) {
                 for (z, b) in row.iter_mut().zip(&k.b1) {
                     *z = (*z + b).max(0.0);
                 }
             }
-            unsafe {
-                crate::models::cpu_conv::matmul(
-                    n,
-                    f,
-                    h,
-                    out.as_mut_ptr(),
-                    f,
-                    z.as_ptr(),
-                    h,
-                    k.w2t.as_ptr(),
-                    f,
-                );
-            }
+            matmul_into(n, f, h, out, f, &z, h, &k.w2t, f);
             for (o, s) in out.chunks_exact_mut(f).zip(sorted.chunks_exact(2 * f)) {
                 for ((o, lo), b) in o.iter_mut().zip(&s[..f]).zip(&k.b2) {
                     *o += lo + b;

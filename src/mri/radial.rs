@@ -206,21 +206,19 @@ impl TrajectorySpec {
         }
     }
 
-    /// Identifies the operator for an `n × n` image (equal keys, equal operators).
-    pub fn key(&self, n: usize) -> String {
-        match self {
-            TrajectorySpec::Radial(r) => {
-                format!("radial {} {} {} {:?}", r.n, r.readout, r.spokes, r.angles)
+    /// Whether two trajectories give the same operator (compared in full: equal hashes are not
+    /// enough to share a plan).
+    pub fn same(&self, other: &TrajectorySpec) -> bool {
+        match (self, other) {
+            (TrajectorySpec::Radial(a), TrajectorySpec::Radial(b)) => a == b,
+            (TrajectorySpec::Coords(a), TrajectorySpec::Coords(b)) => {
+                std::sync::Arc::ptr_eq(a, b)
+                    || (a.len() == b.len()
+                        && a.iter().zip(b.iter()).all(|(p, q)| {
+                            p[0].to_bits() == q[0].to_bits() && p[1].to_bits() == q[1].to_bits()
+                        }))
             }
-            TrajectorySpec::Coords(c) => {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                for [kx, ky] in c.iter() {
-                    kx.to_bits().hash(&mut h);
-                    ky.to_bits().hash(&mut h);
-                }
-                format!("coords {n} {} {:016x}", c.len(), h.finish())
-            }
+            _ => false,
         }
     }
 

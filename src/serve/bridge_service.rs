@@ -2,6 +2,7 @@
 //! any size, streamed back in chunks of rows. Each chunk is one scheduler item, so a large request
 //! interleaves with other work and holds at most a few chunks in memory.
 
+use super::ordered::pipeline;
 use super::state::ServerState;
 use crate::api::pb::{self, bridge_request::What, bridge_server::Bridge, trajectory::Method};
 use crate::api::tensor;
@@ -10,7 +11,6 @@ use crate::invalid;
 use crate::metrics::RequestGuard;
 use crate::models::{BridgeInput, BridgeOp, Family, Output};
 use crate::sched::{JobOptions, Reply, Scheduler};
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -189,6 +189,33 @@ fn plan(
     })
 }
 
+/// The chunk of `rows` rows from `first`, once the scheduler answers.
+async fn chunk(
+    plan: Arc<Plan>,
+    first: usize,
+    rows: usize,
+    rx: Reply,
+) -> Result<pb::BridgeChunk, Status> {
+    let done = rx
+        .await
+        .map_err(|_| Status::unavailable("the device worker dropped the request"))?
+        .map_err(Status::from)?;
+    let Output::Bridge(values) = done.output else {
+        return Err(Status::internal(
+            "a bridge answered with another family's output",
+        ));
+    };
+    Ok(pb::BridgeChunk {
+        first_row: first as u32,
+        samples: Some(tensor::encode_f32(&plan.shape(rows), &values)),
+        times: if first == 0 {
+            plan.times.clone()
+        } else {
+            Vec::new()
+        },
+    })
+}
+
 /// Submits the chunks with at most `inflight` outstanding and sends them in row order.
 async fn stream_chunks(
     scheduler: Scheduler,
@@ -196,57 +223,44 @@ async fn stream_chunks(
     inflight: usize,
     out: mpsc::Sender<Result<pb::BridgeChunk, Status>>,
 ) -> Result<(), Status> {
-    let starts: Vec<usize> = (0..plan.rows).step_by(plan.rows_per_chunk).collect();
-    let mut next = 0;
-    let mut pending: VecDeque<(usize, usize, Reply)> = VecDeque::new();
-    loop {
-        while pending.len() < inflight && next < starts.len() {
-            let first = starts[next];
-            let rows = plan.rows_per_chunk.min(plan.rows - first);
+    let plan = Arc::new(plan);
+    let (pending, mut results) = pipeline(inflight);
+    let p = plan.clone();
+    tokio::spawn(async move {
+        for (i, first) in (0..p.rows).step_by(p.rows_per_chunk).enumerate() {
+            let rows = p.rows_per_chunk.min(p.rows - first);
             let input = BridgeInput {
-                x: plan.x[first * plan.dim..(first + rows) * plan.dim].to_vec(),
-                dim: plan.dim,
-                op: plan.op.clone(),
-                samples: plan.samples,
-                seed: chunk_seed(plan.seed, next as u64),
+                x: p.x[first * p.dim..(first + rows) * p.dim].to_vec(),
+                dim: p.dim,
+                op: p.op.clone(),
+                samples: p.samples,
+                seed: chunk_seed(p.seed, i as u64),
             };
-            let mut rx = scheduler
-                .submit(
-                    plan.model,
-                    vec![crate::models::Input::Bridge(input)],
-                    plan.options.clone(),
-                )
-                .map_err(Status::from)?;
-            pending.push_back((first, rows, rx.remove(0)));
-            next += 1;
+            let item = vec![crate::models::Input::Bridge(input)];
+            match scheduler.submit(p.model, item, p.options.clone()) {
+                Ok(mut rx) => {
+                    if !pending
+                        .submit(chunk(p.clone(), first, rows, rx.remove(0)))
+                        .await
+                    {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    pending.submit(async move { Err(Status::from(e)) }).await;
+                    return;
+                }
+            }
         }
-        let Some((first, rows, rx)) = pending.pop_front() else {
-            return Ok(());
-        };
-        let done = rx
-            .await
-            .map_err(|_| Status::unavailable("the device worker dropped the request"))?
-            .map_err(Status::from)?;
-        let Output::Bridge(values) = done.output else {
-            return Err(Status::internal(
-                "a bridge answered with another family's output",
-            ));
-        };
-        let chunk = pb::BridgeChunk {
-            first_row: first as u32,
-            samples: Some(tensor::encode_f32(&plan.shape(rows), &values)),
-            times: if first == 0 {
-                plan.times.clone()
-            } else {
-                Vec::new()
-            },
-        };
-        if out.send(Ok(chunk)).await.is_err() {
+    });
+    while let Some(chunk) = results.next().await {
+        if out.send(Ok(chunk?)).await.is_err() {
             return Err(Status::cancelled(
                 "the client left before the stream finished",
             ));
         }
     }
+    Ok(())
 }
 
 #[tonic::async_trait]

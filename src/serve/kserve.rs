@@ -4,6 +4,7 @@
 
 use super::budget::{MemoryBudget, Reservation};
 use super::clients::Caller;
+use super::ordered::pipeline;
 use super::state::{Loaded, ServerState};
 use crate::api::kserve::{self as wire, pb, Decoded, Params};
 use crate::api::validate::{self, Limits};
@@ -63,6 +64,7 @@ fn scheduling(params: &Params) -> Result<(Priority, Option<Duration>)> {
 fn recon_inputs(
     inputs: &HashMap<String, Decoded>,
     params: &Params,
+    width: usize,
     limits: &Limits,
     budget: &Arc<MemoryBudget>,
 ) -> Result<(Vec<Input>, Vec<i64>, Reservation)> {
@@ -100,7 +102,7 @@ fn recon_inputs(
     }
     let reservation = budget.admit(
         &format!("a batch of {b} slices of {coils} coils at {ny}x{nx}"),
-        validate::slice_bytes(ny, nx, coils, 0).and_then(|v| v.checked_mul(b as u64)),
+        validate::slice_bytes(ny, nx, coils, 0, width).and_then(|v| v.checked_mul(b as u64)),
     )?;
     let dc = data_consistency(params)?;
     let kspace = k.f32("kspace")?;
@@ -148,6 +150,7 @@ async fn radial_inputs(
     state: &ServerState,
     inputs: &HashMap<String, Decoded>,
     params: &Params<'_>,
+    width: usize,
 ) -> Result<(Vec<Input>, Vec<i64>, Reservation)> {
     let (k, t) = (&inputs["kspace"], &inputs["traj"]);
     let [b, coils, spokes, readout, _] = k.shape[..] else {
@@ -183,7 +186,7 @@ async fn radial_inputs(
     })?;
     let reservation = state.budget.admit(
         &format!("a batch of {b} radial slices of {coils} coils at {n}x{n}"),
-        validate::slice_bytes(n, n, coils, samples).and_then(|v| v.checked_mul(b as u64)),
+        validate::slice_bytes(n, n, coils, samples, width).and_then(|v| v.checked_mul(b as u64)),
     )?;
     let dc = data_consistency(params)?;
     let (kspace, traj) = (k.f32("kspace")?, t.f32("traj")?);
@@ -197,7 +200,7 @@ async fn radial_inputs(
                 let pairs = coords.chunks_exact(2).map(|c| [c[0], c[1]]).collect();
                 let spec =
                     validate::trajectory(pairs, n).map_err(|e| invalid!("traj[{i}]: {e}"))?;
-                state.operator(&spec, n).await?
+                state.operators.get(&spec, n).await?
             }
         };
         let per_item = coils * samples;
@@ -362,11 +365,18 @@ async fn run_infer(
     // reconstruction batches hold their memory reservation until the response is built
     let (items, shape, _reservation) = match info.family {
         Family::Recon if inputs.contains_key("traj") => {
-            let (items, shape, r) = radial_inputs(state, &inputs, &params).await?;
+            let (items, shape, r) =
+                radial_inputs(state, &inputs, &params, validate::network_width(info)).await?;
             (items, shape, Some(r))
         }
         Family::Recon => {
-            let (items, shape, r) = recon_inputs(&inputs, &params, &state.limits, &state.budget)?;
+            let (items, shape, r) = recon_inputs(
+                &inputs,
+                &params,
+                validate::network_width(info),
+                &state.limits,
+                &state.budget,
+            )?;
             (items, shape, Some(r))
         }
         Family::Bridge => {
@@ -512,7 +522,7 @@ impl GrpcInferenceService for KServeService {
         let mut inbound = request.into_inner();
         let inflight = self.state.stream_inflight.max(1);
         // Requests run concurrently (so they can share batches); answers go out in request order.
-        let (pending_tx, mut pending_rx) = mpsc::channel::<tokio::task::JoinHandle<_>>(inflight);
+        let (pending, mut results) = pipeline(inflight);
         let (out_tx, out_rx) = mpsc::channel(inflight);
         let state = self.state.clone();
         tokio::spawn(async move {
@@ -521,21 +531,22 @@ impl GrpcInferenceService for KServeService {
                     Ok(Some(r)) => r,
                     Ok(None) => break,
                     Err(status) => {
-                        let _ = pending_tx.send(tokio::spawn(async { Err(status) })).await;
+                        pending.submit(async move { Err(status) }).await;
                         break;
                     }
                 };
                 let task = tokio::spawn(infer(state.clone(), caller.clone(), req));
-                if pending_tx.send(task).await.is_err() {
+                let answer = async move {
+                    task.await
+                        .unwrap_or_else(|_| Err(Status::internal("inference task failed")))
+                };
+                if !pending.submit(answer).await {
                     break;
                 }
             }
         });
         tokio::spawn(async move {
-            while let Some(task) = pending_rx.recv().await {
-                let outcome = task
-                    .await
-                    .unwrap_or_else(|_| Err(Status::internal("inference task failed")));
+            while let Some(outcome) = results.next().await {
                 let msg = match outcome {
                     Ok(r) => pb::ModelStreamInferResponse {
                         error_message: String::new(),

@@ -16,6 +16,7 @@ mod graph_service;
 mod http_port;
 mod kserve;
 pub mod limits;
+mod ordered;
 mod recon_service;
 pub mod state;
 

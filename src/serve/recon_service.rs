@@ -2,6 +2,7 @@
 //! ordered streaming of results.
 
 use super::limits::next_message;
+use super::ordered::{pipeline, Results, Submit};
 use super::state::ServerState;
 use crate::api::pb::{self, recon_request, recon_response, reconstruction_server::Reconstruction};
 use crate::api::{tensor, validate};
@@ -24,15 +25,8 @@ pub struct ReconService {
 
 type ResultRx = Reply;
 
-/// What the reader hands the writer, in slice order.
-enum Pending {
-    Slice {
-        index: u32,
-        fraction: f32,
-        rx: ResultRx,
-    },
-    Fail(Status),
-}
+/// A slice's result as the writer collects it: index, sampled fraction and the model's answer.
+type SliceResult = Result<(u32, f32, Done), Status>;
 
 fn slice_image(plan: &validate::ReconPlan, index: u32, fraction: f32, r: Done) -> pb::SliceImage {
     let shape = [plan.ny, plan.nx];
@@ -89,15 +83,16 @@ async fn await_result(rx: ResultRx) -> Result<Done, Status> {
 }
 
 impl ReconService {
-    /// Reads the header and the slices, submitting each slice as it arrives.
+    /// Reads the slices after the header, submitting each to the scheduler as it arrives.
     async fn read_stream(
         scheduler: Scheduler,
         options: JobOptions,
         plan: validate::ReconPlan,
         mut inbound: Streaming<pb::ReconRequest>,
         idle: std::time::Duration,
-        pending: mpsc::Sender<Pending>,
+        pending: Submit<SliceResult>,
     ) {
+        let fail = |s: Status| async move { Err(s) };
         let mut next_index = 0usize;
         let mut received = 0usize;
         loop {
@@ -105,58 +100,50 @@ impl ReconService {
                 Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(s) => {
-                    let _ = pending.send(Pending::Fail(s)).await;
+                    pending.submit(fail(s)).await;
                     return;
                 }
             };
-            let item = match msg.msg {
-                Some(recon_request::Msg::Header(_)) => Pending::Fail(
-                    invalid!("header sent twice; send it once, before the slices").into(),
-                ),
-                None => Pending::Fail(
-                    invalid!("empty request message; expected a header or a slice").into(),
-                ),
-                Some(recon_request::Msg::Slice(s)) => {
-                    if received >= plan.slices {
-                        Pending::Fail(
-                            invalid!(
-                                "more slices than the {} announced in the header",
-                                plan.slices
-                            )
-                            .into(),
-                        )
-                    } else {
-                        match validate::slice(&plan, &s, next_index) {
-                            Err(e) => Pending::Fail(e.into()),
-                            Ok(slice) => {
-                                next_index = s.index as usize + 1;
-                                received += 1;
-                                let fraction = slice.sampled_fraction();
-                                let input = Input::Recon {
-                                    slice: slice.into(),
-                                    dc: plan.dc,
-                                };
-                                match scheduler.submit(plan.model, vec![input], options.clone()) {
-                                    Ok(mut rx) => Pending::Slice {
-                                        index: s.index,
-                                        fraction,
-                                        rx: rx.remove(0),
-                                    },
-                                    Err(e) => Pending::Fail(e.into()),
-                                }
-                            }
-                        }
+            let submitted = match msg.msg {
+                Some(recon_request::Msg::Header(_)) => {
+                    Err(invalid!("header sent twice; send it once, before the slices").into())
+                }
+                None => Err(invalid!("empty request message; expected a header or a slice").into()),
+                Some(recon_request::Msg::Slice(_)) if received >= plan.slices => Err(invalid!(
+                    "more slices than the {} announced in the header",
+                    plan.slices
+                )
+                .into()),
+                Some(recon_request::Msg::Slice(s)) => validate::slice(&plan, &s, next_index)
+                    .and_then(|slice| {
+                        next_index = s.index as usize + 1;
+                        received += 1;
+                        let fraction = slice.sampled_fraction();
+                        let input = Input::Recon {
+                            slice: slice.into(),
+                            dc: plan.dc,
+                        };
+                        let mut rx = scheduler.submit(plan.model, vec![input], options.clone())?;
+                        Ok((s.index, fraction, rx.remove(0)))
+                    })
+                    .map_err(Status::from),
+            };
+            match submitted {
+                Ok((index, fraction, rx)) => {
+                    let result = async move { Ok((index, fraction, await_result(rx).await?)) };
+                    if !pending.submit(result).await {
+                        return; // the writer has gone (client away or the stream failed)
                     }
                 }
-            };
-            let stop = matches!(item, Pending::Fail(_));
-            if pending.send(item).await.is_err() || stop {
-                return; // the writer has gone (client away) or the stream failed
+                Err(s) => {
+                    pending.submit(fail(s)).await;
+                    return;
+                }
             }
         }
         if received < plan.slices {
-            let _ = pending
-                .send(Pending::Fail(
+            pending
+                .submit(fail(
                     invalid!(
                         "stream ended after {received} of the {} slices announced in the header",
                         plan.slices
@@ -173,23 +160,18 @@ impl ReconService {
         state: Arc<ServerState>,
         plan: validate::ReconPlan,
         series: Option<Arc<Series>>,
-        mut pending: mpsc::Receiver<Pending>,
+        mut results: Results<SliceResult>,
         out: mpsc::Sender<Result<pb::ReconResponse, Status>>,
     ) -> Result<(), Status> {
         let mut done = 0u32;
         let total = plan.slices as u32;
         let client_gone = || Status::cancelled("the client left before the stream finished");
-        while let Some(item) = pending.recv().await {
-            let msg = match item {
-                Pending::Fail(s) => Err(s),
-                Pending::Slice {
-                    index,
-                    fraction,
-                    rx,
-                } => match await_result(rx).await {
-                    Ok(r) => finish_slice(&state, &plan, series.as_ref(), index, fraction, r).await,
-                    Err(e) => Err(e),
-                },
+        while let Some(result) = results.next().await {
+            let msg = match result {
+                Ok((index, fraction, r)) => {
+                    finish_slice(&state, &plan, series.as_ref(), index, fraction, r).await
+                }
+                Err(e) => Err(e),
             };
             if let Err(status) = msg {
                 let _ = out.send(Err(status.clone())).await;
@@ -238,7 +220,8 @@ impl Reconstruction for ReconService {
         };
         let loaded = self.state.loaded()?;
         let model = loaded.find_family(&header.model, Family::Recon)?;
-        let plan = validate::plan(&header, model, &self.state.limits)?;
+        let width = validate::network_width(&loaded.models[model]);
+        let plan = validate::plan(&header, model, width, &self.state.limits)?;
         let inflight = self.state.stream_inflight.max(1);
         let reservation = self.state.budget.reserve(
             &format!(
@@ -261,7 +244,7 @@ impl Reconstruction for ReconService {
         let span = tracing::info_span!("recon_stream", request_id = %plan.request_id, model = %model_name, slices = plan.slices, coils = plan.coils, ny = plan.ny, nx = plan.nx);
         span.in_scope(|| tracing::info!("reconstruction stream started"));
         let (out_tx, out_rx) = mpsc::channel(2 * inflight);
-        let (pending_tx, pending_rx) = mpsc::channel(inflight);
+        let (pending_tx, pending_rx) = pipeline(inflight);
         tokio::spawn(
             Self::read_stream(
                 loaded.scheduler.clone(),
@@ -306,7 +289,8 @@ impl Reconstruction for ReconService {
         let name = &loaded.models[model].name;
         let guard = RequestGuard::new(&self.state.metrics, name, "inferd");
         let result = async {
-            let plan = validate::plan(&header, model, &self.state.limits)?;
+            let width = validate::network_width(&loaded.models[model]);
+            let plan = validate::plan(&header, model, width, &self.state.limits)?;
             let _reservation = self.state.budget.reserve(
                 &format!(
                     "one slice of {} coils at {}x{}",

@@ -29,13 +29,74 @@ pub struct ServerState {
     pub dicom: super::dicom_out::DicomOut,
     /// Client identities, per-client limits and who may ask for high priority.
     pub clients: super::clients::ClientPolicy,
-    /// NUFFT operators of recently used trajectories (planning one costs milliseconds to a few
-    /// hundred; a scanner protocol reuses its trajectory for every slice and series).
-    operators: std::sync::Mutex<Vec<(String, Arc<RadialOperator>)>>,
+    /// NUFFT operators of recently used trajectories.
+    pub operators: OperatorCache,
 }
 
 /// Trajectories whose operators stay cached.
 const OPERATOR_CACHE: usize = 16;
+
+/// NUFFT operators of recently used trajectories (planning one costs milliseconds to a few hundred; a
+/// scanner protocol reuses its trajectory for every slice and series). Planning is single-flight:
+/// concurrent requests for one trajectory wait for one plan, built on a blocking thread. Entries
+/// match on the whole trajectory, not a hash of it.
+#[derive(Default)]
+pub struct OperatorCache {
+    /// Least recently used first.
+    entries: std::sync::Mutex<Vec<CachedOperator>>,
+}
+
+struct CachedOperator {
+    spec: TrajectorySpec,
+    n: usize,
+    op: Arc<tokio::sync::OnceCell<Arc<RadialOperator>>>,
+}
+
+impl OperatorCache {
+    /// The operator of a trajectory for an `n × n` image: cached, being planned (then awaited), or
+    /// planned now.
+    pub async fn get(&self, spec: &TrajectorySpec, n: usize) -> Result<Arc<RadialOperator>> {
+        let cell = {
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let found = entries.iter().position(|e| e.n == n && e.spec.same(spec));
+            let entry = match found {
+                Some(i) => entries.remove(i),
+                None => CachedOperator {
+                    spec: spec.clone(),
+                    n,
+                    op: Arc::default(),
+                },
+            };
+            let cell = entry.op.clone();
+            entries.push(entry);
+            if entries.len() > OPERATOR_CACHE {
+                entries.remove(0);
+            }
+            cell
+        };
+        let planned = cell
+            .get_or_try_init(|| async {
+                let spec = spec.clone();
+                tokio::task::spawn_blocking(move || spec.build(n))
+                    .await
+                    .map_err(|e| Error::Internal(format!("planning the trajectory failed: {e}")))?
+                    .map(Arc::new)
+            })
+            .await
+            .cloned();
+        if planned.is_err() {
+            // a trajectory that cannot be planned is not kept
+            let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            entries.retain(|e| !Arc::ptr_eq(&e.op, &cell));
+        }
+        planned
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+}
 
 /// Models that finished loading and warming up, and the scheduler that runs them.
 pub struct Loaded {
@@ -125,40 +186,14 @@ impl ServerState {
             metrics,
             limits,
             stream_inflight,
-            operators: std::sync::Mutex::new(Vec::new()),
+            operators: OperatorCache::default(),
         }
-    }
-
-    /// The operator of a trajectory for an `n × n` image: from the cache, or planned on a blocking
-    /// thread and cached (least recently used out).
-    pub async fn operator(&self, spec: &TrajectorySpec, n: usize) -> Result<Arc<RadialOperator>> {
-        let key = spec.key(n);
-        {
-            let mut cache = self.operators.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(i) = cache.iter().position(|(k, _)| *k == key) {
-                let hit = cache.remove(i);
-                let op = hit.1.clone();
-                cache.push(hit);
-                return Ok(op);
-            }
-        }
-        let spec = spec.clone();
-        let op = tokio::task::spawn_blocking(move || spec.build(n))
-            .await
-            .map_err(|e| Error::Internal(format!("planning the trajectory failed: {e}")))??;
-        let op = Arc::new(op);
-        let mut cache = self.operators.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= OPERATOR_CACHE {
-            cache.remove(0);
-        }
-        cache.push((key, op.clone()));
-        Ok(op)
     }
 
     /// Fills in the operator of a plan's non-Cartesian trajectory.
     pub async fn with_operator(&self, mut plan: ReconPlan) -> Result<ReconPlan> {
         if let Some(spec) = &plan.trajectory {
-            plan.radial = Some(self.operator(spec, plan.ny).await?);
+            plan.radial = Some(self.operators.get(spec, plan.ny).await?);
         }
         Ok(plan)
     }
@@ -228,5 +263,49 @@ mod tests {
         for bad in ["", "S", "5", "5x", "123456789S", "-1S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
+    }
+
+    /// Concurrent requests for one trajectory share one plan; an equal trajectory sent as a new
+    /// vector finds it; a trajectory that differs in one coordinate gets its own; the least recently
+    /// used entry leaves when the cache is full.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn operators_are_planned_once_per_trajectory_and_matched_in_full() {
+        use crate::mri::traj::{Radial, SpokeAngles};
+        let n = 64;
+        let coords = |shift: f32| -> TrajectorySpec {
+            let mut c = Radial::new(n, 2 * n, 32, SpokeAngles::GoldenAngle)
+                .unwrap()
+                .coords();
+            c[7][1] += shift;
+            TrajectorySpec::Coords(Arc::new(c))
+        };
+        let cache = Arc::new(OperatorCache::default());
+        let spec = coords(0.0);
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, spec) = (cache.clone(), spec.clone());
+                tokio::spawn(async move { cache.get(&spec, n).await.unwrap() })
+            })
+            .collect();
+        let mut ops = Vec::new();
+        for t in tasks {
+            ops.push(t.await.unwrap());
+        }
+        let first = ops[0].clone();
+        for op in &ops {
+            assert!(Arc::ptr_eq(op, &first), "planned twice");
+        }
+        assert_eq!(cache.len(), 1);
+        let again = cache.get(&coords(0.0), n).await.unwrap();
+        assert!(Arc::ptr_eq(&again, &first));
+        let other = cache.get(&coords(0.25), n).await.unwrap();
+        assert!(!Arc::ptr_eq(&other, &first));
+        assert_eq!(cache.len(), 2);
+        for i in 0..OPERATOR_CACHE {
+            cache.get(&coords(0.01 * (i + 1) as f32), n).await.unwrap();
+        }
+        assert_eq!(cache.len(), OPERATOR_CACHE);
+        let replanned = cache.get(&coords(0.0), n).await.unwrap();
+        assert!(!Arc::ptr_eq(&replanned, &first), "the oldest entry stayed");
     }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod orthanc;
+pub mod pki;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -220,11 +221,12 @@ pub fn recon_requests(
 /// Asks the standard gRPC health service on a new connection; asserts SERVING and returns how
 /// long the answer took.
 pub async fn health(url: &str) -> std::time::Duration {
-    let ch = tonic::transport::Channel::from_shared(url.to_string())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    health_on(tonic::transport::Endpoint::from_shared(url.to_string()).unwrap()).await
+}
+
+/// [`health`] on an endpoint (e.g. one with TLS settings).
+pub async fn health_on(endpoint: tonic::transport::Endpoint) -> std::time::Duration {
+    let ch = endpoint.connect().await.unwrap();
     let t = std::time::Instant::now();
     let r = tonic_health::pb::health_client::HealthClient::new(ch)
         .check(tonic_health::pb::HealthCheckRequest {
@@ -282,4 +284,49 @@ pub async fn served_and_refused<T>(
     }
     println!("{ok} served, {refused} refused");
     (ok, refused)
+}
+
+/// Probes the gRPC health service every 20 ms, each time on a new connection (as a kubelet does),
+/// until stopped; reports the slowest answer.
+pub struct HealthWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(usize, std::time::Duration)>,
+}
+
+impl HealthWatch {
+    pub fn start(endpoint: tonic::transport::Endpoint) -> HealthWatch {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut probes, mut slowest) = (0, std::time::Duration::ZERO);
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                slowest = slowest.max(health_on(endpoint.clone()).await);
+                probes += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            (probes, slowest)
+        });
+        HealthWatch { stop, task }
+    }
+
+    pub fn on(url: &str) -> HealthWatch {
+        HealthWatch::start(tonic::transport::Endpoint::from_shared(url.to_string()).unwrap())
+    }
+
+    /// Stops probing; asserts that every answer came within `limit` and returns the slowest.
+    pub async fn assert_within(
+        self,
+        limit: std::time::Duration,
+        case: &str,
+    ) -> std::time::Duration {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (probes, slowest) = self.task.await.expect("health probes");
+        println!("{case}: {probes} health probes, slowest {slowest:?}");
+        assert!(probes > 0, "{case}: no health probe finished");
+        assert!(
+            slowest < limit,
+            "{case}: health took {slowest:?} (limit {limit:?})"
+        );
+        slowest
+    }
 }
