@@ -7,6 +7,7 @@ use super::budget::{MemoryBudget, Reservation};
 use super::limits::next_message;
 use super::state::ServerState;
 use crate::api::pb::{self, graph_request::Msg, graph_server::Graph};
+use crate::api::tensor::heavy;
 use crate::api::{tensor, validate};
 use crate::error::{Error, Result};
 use crate::invalid;
@@ -206,9 +207,11 @@ impl Received {
                     self.nodes
                 ));
             }
-            Csr::from_batch(&self.batch)?
+            heavy(8 * self.batch.len(), || Csr::from_batch(&self.batch))?
         } else {
-            Csr::from_edge_index(&self.source, &self.target, self.nodes)?
+            heavy(16 * self.source.len(), || {
+                Csr::from_edge_index(&self.source, &self.target, self.nodes)
+            })?
         };
         let input = GraphInput {
             x: self.x,

@@ -7,6 +7,7 @@ use super::clients::Caller;
 use super::ordered::pipeline;
 use super::state::{Loaded, ServerState};
 use crate::api::kserve::{self as wire, pb, Decoded, Params};
+use crate::api::tensor::heavy;
 use crate::api::validate::{self, Limits};
 use crate::error::{Error, Result};
 use crate::invalid;
@@ -301,12 +302,15 @@ fn graph_inputs(
                     b.shape
                 ));
             }
-            Csr::from_batch(b.i64("batch")?)?
+            let batch = b.i64("batch")?;
+            heavy(8 * batch.len(), || Csr::from_batch(batch))?
         }
         (None, Some(e)) => {
             let edges = e.shape[1];
             let v = e.i64("edge_index")?;
-            Csr::from_edge_index(&v[..edges], &v[edges..], n)?
+            heavy(8 * v.len(), || {
+                Csr::from_edge_index(&v[..edges], &v[edges..], n)
+            })?
         }
         _ => {
             return Err(invalid!(
