@@ -31,6 +31,42 @@ pub struct DropLabels {
 
 type Hist = Family<ModelLabel, Histogram, fn() -> Histogram>;
 
+/// How often something happened and its total duration.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub count: u64,
+    pub ns: u64,
+}
+
+impl Tally {
+    fn add(&mut self, d: std::time::Duration) {
+        self.count += 1;
+        self.ns = self
+            .ns
+            .saturating_add(d.as_nanos().min(u64::MAX as u128) as u64);
+    }
+}
+
+/// Cumulative statistics of one model, as Triton's statistics extension reports them (KServe
+/// `ModelStatistics`); the same events feed the Prometheus metrics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ModelStats {
+    /// Requests answered OK / with an error (or cancelled), from arrival to answer.
+    pub success: Tally,
+    pub fail: Tally,
+    /// Items between admission and the start of their batch.
+    pub queue: Tally,
+    /// Items on the device (each counts its batch's whole time).
+    pub compute: Tally,
+    /// Items and batches executed successfully.
+    pub inference_count: u64,
+    pub execution_count: u64,
+    /// Milliseconds since the epoch of the last successful execution (0: none).
+    pub last_inference_ms: u64,
+    /// Successful executions and their time, by batch size.
+    pub batches: std::collections::BTreeMap<usize, Tally>,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -51,6 +87,8 @@ pub struct Metrics {
     pub outbox_retries: Counter,
     /// 1 if the last delivery attempt reached the PACS, 0 if it failed in transport.
     pub pacs_reachable: Gauge,
+    /// Per model name.
+    stats: std::sync::Mutex<std::collections::HashMap<String, ModelStats>>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -158,6 +196,7 @@ impl Default for Metrics {
             outbox_stored,
             outbox_retries,
             pacs_reachable,
+            stats: Default::default(),
         }
     }
 }
@@ -175,6 +214,43 @@ impl Metrics {
         ModelLabel {
             model: model.to_string(),
         }
+    }
+
+    fn with_stats(&self, model: &str, f: impl FnOnce(&mut ModelStats)) {
+        // each update is a few additions: a poisoned lock still holds consistent numbers
+        let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        f(stats.entry(model.to_string()).or_default());
+    }
+
+    /// Records one batch run by a device worker: its items' queue times and its compute time, and
+    /// whether it succeeded.
+    pub fn record_batch(
+        &self,
+        model: &str,
+        queued: &[std::time::Duration],
+        compute: std::time::Duration,
+        ok: bool,
+    ) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.with_stats(model, |s| {
+            queued.iter().for_each(|&q| s.queue.add(q));
+            if ok {
+                let n = queued.len();
+                (0..n).for_each(|_| s.compute.add(compute));
+                s.inference_count += n as u64;
+                s.execution_count += 1;
+                s.batches.entry(n).or_default().add(compute);
+                s.last_inference_ms = now_ms;
+            }
+        });
+    }
+
+    /// A model's statistics so far.
+    pub fn stats(&self, model: &str) -> ModelStats {
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        stats.get(model).cloned().unwrap_or_default()
     }
 
     /// Counts a finished request.
@@ -195,6 +271,7 @@ pub struct RequestGuard<'a> {
     model: String,
     protocol: &'static str,
     counted: bool,
+    start: std::time::Instant,
 }
 
 impl<'a> RequestGuard<'a> {
@@ -205,6 +282,7 @@ impl<'a> RequestGuard<'a> {
             model: model.to_string(),
             protocol,
             counted: false,
+            start: std::time::Instant::now(),
         }
     }
 
@@ -215,8 +293,22 @@ impl<'a> RequestGuard<'a> {
             Err(s) => s.code(),
         };
         self.metrics.finished(&self.model, self.protocol, code);
+        self.tally(code == tonic::Code::Ok);
         self.counted = true;
         result
+    }
+}
+
+impl RequestGuard<'_> {
+    fn tally(&self, ok: bool) {
+        let elapsed = self.start.elapsed();
+        self.metrics.with_stats(&self.model, |s| {
+            if ok {
+                s.success.add(elapsed)
+            } else {
+                s.fail.add(elapsed)
+            }
+        });
     }
 }
 
@@ -226,6 +318,7 @@ impl Drop for RequestGuard<'_> {
             // The handler was dropped before finishing: the client cancelled or its deadline passed.
             self.metrics
                 .finished(&self.model, self.protocol, tonic::Code::Cancelled);
+            self.tally(false);
         }
         self.metrics.inflight.dec();
     }
@@ -252,5 +345,59 @@ pub fn code_name(code: tonic::Code) -> &'static str {
         Unavailable => "UNAVAILABLE",
         DataLoss => "DATA_LOSS",
         Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn statistics_count_requests_items_and_batches() {
+        let m = Metrics::default();
+        let ms = Duration::from_millis;
+        m.record_batch("a", &[ms(1), ms(3)], ms(10), true);
+        m.record_batch("a", &[ms(2)], ms(5), true);
+        m.record_batch("a", &[ms(4)], ms(7), false);
+        RequestGuard::new(&m, "a", "kserve")
+            .finish(Ok::<_, tonic::Status>(()))
+            .unwrap();
+        let _ = RequestGuard::new(&m, "a", "kserve")
+            .finish(Err::<(), _>(tonic::Status::invalid_argument("bad")));
+        drop(RequestGuard::new(&m, "a", "inferd")); // cancelled: a failure
+        let s = m.stats("a");
+        assert_eq!((s.success.count, s.fail.count), (1, 2));
+        assert_eq!(
+            s.queue,
+            Tally {
+                count: 4,
+                ns: 10_000_000
+            }
+        );
+        assert_eq!(
+            s.compute,
+            Tally {
+                count: 3,
+                ns: 25_000_000
+            }
+        );
+        assert_eq!((s.inference_count, s.execution_count), (3, 2));
+        assert_eq!(
+            s.batches[&2],
+            Tally {
+                count: 1,
+                ns: 10_000_000
+            }
+        );
+        assert_eq!(
+            s.batches[&1],
+            Tally {
+                count: 1,
+                ns: 5_000_000
+            }
+        );
+        assert!(s.last_inference_ms > 0);
+        assert_eq!(m.stats("b"), ModelStats::default());
     }
 }

@@ -85,12 +85,20 @@ fn run_batch(shared: &Shared, model: usize, entries: Vec<Entry<Job>>) {
         inputs.push(e.item.input);
         waiting.push((e.item.reply, e.item.span, queued));
     }
+    let queued: Vec<_> = waiting
+        .iter()
+        .map(|w| std::time::Duration::from_secs_f32(w.2))
+        .collect();
     shared
         .metrics
         .batch_size
         .get_or_create(&label)
         .observe(n as f64);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run(inputs)));
+    let ok = matches!(&outcome, Ok(Ok(outputs)) if outputs.len() == n);
+    shared
+        .metrics
+        .record_batch(name, &queued, start.elapsed(), ok);
     let elapsed = start.elapsed().as_secs_f32();
     shared
         .metrics

@@ -422,6 +422,42 @@ async fn run_infer(
     })
 }
 
+/// A model's statistics in the protocol's form.
+fn statistics(name: &str, s: crate::metrics::ModelStats) -> pb::ModelStatistics {
+    let d = |t: crate::metrics::Tally| {
+        Some(pb::StatisticDuration {
+            count: t.count,
+            ns: t.ns,
+        })
+    };
+    let none = || d(Default::default());
+    pb::ModelStatistics {
+        name: name.into(),
+        version: "1".into(),
+        last_inference: s.last_inference_ms,
+        inference_count: s.inference_count,
+        execution_count: s.execution_count,
+        inference_stats: Some(pb::InferStatistics {
+            success: d(s.success),
+            fail: d(s.fail),
+            queue: d(s.queue),
+            compute_input: none(),
+            compute_infer: d(s.compute),
+            compute_output: none(),
+        }),
+        batch_stats: s
+            .batches
+            .into_iter()
+            .map(|(size, t)| pb::InferBatchStatistics {
+                batch_size: size as u64,
+                compute_input: none(),
+                compute_infer: d(t),
+                compute_output: none(),
+            })
+            .collect(),
+    }
+}
+
 fn tensor_metadata(specs: &[wire::TensorSpec]) -> Vec<pb::model_metadata_response::TensorMetadata> {
     specs
         .iter()
@@ -483,6 +519,7 @@ impl GrpcInferenceService for KServeService {
                 "model_configuration".into(),
                 "parameters".into(),
                 "schedule_policy".into(),
+                "statistics".into(),
             ],
         }))
     }
@@ -627,6 +664,25 @@ impl GrpcInferenceService for KServeService {
                 parameters,
             }),
         }))
+    }
+
+    async fn model_statistics(
+        &self,
+        request: Request<pb::ModelStatisticsRequest>,
+    ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
+        let req = request.into_inner();
+        check_version(&req.version)?;
+        let loaded = self.state.loaded()?;
+        let models: Vec<&str> = if req.name.is_empty() {
+            loaded.models.iter().map(|m| m.name.as_str()).collect()
+        } else {
+            vec![loaded.models[loaded.find(&req.name)?].name.as_str()]
+        };
+        let model_stats = models
+            .into_iter()
+            .map(|name| statistics(name, self.state.metrics.stats(name)))
+            .collect();
+        Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
     }
 
     async fn repository_index(

@@ -101,4 +101,27 @@ try:
 except InferenceServerException as e:
     assert "NOT_FOUND" in str(e.status()), e
 assert client.is_server_ready()
-print("ok: tritonclient live, ready, metadata, config, infer")
+
+# Statistics (Triton's extension) agree with what was sent to `recon`: two requests of two slices
+# each answered, one refused; every slice queued and computed once; the batches add up.
+assert "statistics" in client.get_server_metadata().extensions
+stats = client.get_inference_statistics("recon").model_stats
+assert len(stats) == 1, stats
+s = stats[0]
+i = s.inference_stats
+assert (i.success.count, i.fail.count) == (2, 1), i
+assert i.success.ns > 0 and i.fail.ns > 0, i
+assert s.inference_count == 4 and i.queue.count == 4 and i.compute_infer.count == 4, s
+assert 1 <= s.execution_count <= 4, s
+assert sum(b.compute_infer.count for b in s.batch_stats) == s.execution_count, s
+assert sum(b.batch_size * b.compute_infer.count for b in s.batch_stats) == s.inference_count, s
+assert s.last_inference > 0
+everything = client.get_inference_statistics().model_stats
+assert {m.name for m in everything} >= {s.name, "lightsb"}, [m.name for m in everything]
+try:
+    client.get_inference_statistics("no-such-model")
+    raise AssertionError("statistics of an unknown model")
+except InferenceServerException as e:
+    assert "NOT_FOUND" in str(e.status()), e
+print(f"statistics: {s.name}: {s.execution_count} executions, batch sizes {[b.batch_size for b in s.batch_stats]}")
+print("ok: tritonclient live, ready, metadata, config, infer, statistics")
