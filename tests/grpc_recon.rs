@@ -163,6 +163,22 @@ async fn unary_slice_keeps_the_input_intensity_scale() {
             .any(|m| m.is_default && m.name == "recon-unrolled" && m.parameters > 0),
         "{models:?}"
     );
+    // Provenance: the weights' SHA-256 (as coreutils' sha256sum computes it from the shipped file,
+    // which the binary embeds) and what the file says of its training.
+    let default = models.iter().find(|m| m.name == "recon-unrolled").unwrap();
+    let sum = common::run(
+        std::process::Command::new("sha256sum")
+            .arg(common::repo().join("models/recon-unrolled.safetensors")),
+    );
+    assert_eq!(sum.split_whitespace().next(), Some(default.sha256.as_str()));
+    for key in ["training_data", "recipe", "validation", "licence"] {
+        assert!(
+            default.provenance.contains_key(key),
+            "{key}: {:?}",
+            default.provenance
+        );
+    }
+    assert!(default.provenance["training_data"].contains("nilearn"));
     let mut per_scale = Vec::new();
     for scale in [1.0f32, 1000.0] {
         let ks: Vec<Complex32> = k.iter().map(|v| v * scale).collect();

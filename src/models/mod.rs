@@ -215,6 +215,7 @@ pub enum Output {
 /// layer see [`Input`] and [`Output`].
 pub trait Engine: Send + Sync {
     fn info(&self) -> &ModelInfo;
+    fn info_mut(&mut self) -> &mut ModelInfo;
     /// Runs one small batch so that the first request does not pay for lazy initialisation.
     fn warm_up(&self) -> Result<()>;
     /// Runs a batch of compatible items; returns one output per input, in order.
@@ -248,32 +249,73 @@ pub fn load_with(
     fast_cpu_conv: bool,
 ) -> Result<Box<dyn Engine>> {
     let tensors = read_tensors(&spec.source, device)?;
-    if tensors.keys().any(|k| k.starts_with("model.")) {
-        return Ok(Box::new(ReconEngine::from_tensors(
+    let mut engine: Box<dyn Engine> = if tensors.keys().any(|k| k.starts_with("model.")) {
+        Box::new(ReconEngine::from_tensors(
             &spec.name,
             tensors,
             device,
             fast_cpu_conv,
-        )?));
-    }
-    if tensors.contains_key("aggregator_kind") {
-        return Ok(Box::new(GraphEngine::from_tensors(
-            &spec.name, tensors, device,
-        )?));
-    }
-    if tensors.contains_key("log_alpha") && tensors.contains_key("r") {
-        return Ok(Box::new(BridgeEngine::new(
+        )?)
+    } else if tensors.contains_key("aggregator_kind") {
+        Box::new(GraphEngine::from_tensors(&spec.name, tensors, device)?)
+    } else if tensors.contains_key("log_alpha") && tensors.contains_key("r") {
+        Box::new(BridgeEngine::new(
             &spec.name,
             LightSb::from_tensors(&tensors, device)?,
-        )));
-    }
+        ))
+    } else {
+        return Err(unrecognised(&spec.name, &tensors));
+    };
+    engine
+        .info_mut()
+        .properties
+        .extend(provenance(&spec.source)?);
+    Ok(engine)
+}
+
+/// Where a weights file comes from: the SHA-256 of its bytes and the `__metadata__` its writer stored
+/// (the shipped files carry their training data, recipe and validation figures, see
+/// `scripts/stamp_provenance.py`), as `sha256` and `provenance.KEY` properties.
+pub fn provenance(source: &WeightsSource) -> Result<Vec<(String, String)>> {
+    use sha2::{Digest, Sha256};
+    let file;
+    let bytes: &[u8] = match source {
+        WeightsSource::File(p) => {
+            file = std::fs::read(p)
+                .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", p.display())))?;
+            &file
+        }
+        WeightsSource::Embedded(b) => b,
+    };
+    let digest = Sha256::digest(bytes);
+    let mut out = vec![(
+        "sha256".to_string(),
+        digest.iter().map(|b| format!("{b:02x}")).collect(),
+    )];
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::InvalidArgument(format!("not a safetensors file: {e}")))?;
+    let mut stored: Vec<_> = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    stored.sort();
+    out.extend(
+        stored
+            .into_iter()
+            .map(|(k, v)| (format!("provenance.{k}"), v)),
+    );
+    Ok(out)
+}
+
+fn unrecognised(name: &str, tensors: &HashMap<String, Tensor>) -> Error {
     let mut names: Vec<&String> = tensors.keys().collect();
     names.sort();
     names.truncate(5);
-    Err(Error::InvalidArgument(format!(
-        "model {}: unrecognised weights (first tensors {names:?}); expected a ReconResNet (model.N.*) a LightSB (log_alpha, r, log_s, epsilon) or a set/graph model (aggregator_kind, enc.*, agg.*, dec.*)",
-        spec.name
-    )))
+    Error::InvalidArgument(format!(
+        "model {name}: unrecognised weights (first tensors {names:?}); expected a ReconResNet (model.N.*) a LightSB (log_alpha, r, log_s, epsilon) or a set/graph model (aggregator_kind, enc.*, agg.*, dec.*)"
+    ))
 }
 
 /// A tensor whose presence in a ReconResNet weights file marks a model trained on gridded radial
@@ -469,6 +511,10 @@ impl Engine for ReconEngine {
         &self.info
     }
 
+    fn info_mut(&mut self) -> &mut ModelInfo {
+        &mut self.info
+    }
+
     fn warm_up(&self) -> Result<()> {
         let n = 32;
         let image: Vec<Complex32> = (0..n * n)
@@ -581,6 +627,10 @@ impl BridgeEngine {
 impl Engine for BridgeEngine {
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn info_mut(&mut self) -> &mut ModelInfo {
+        &mut self.info
     }
 
     fn warm_up(&self) -> Result<()> {
@@ -710,6 +760,10 @@ impl GraphEngine {
 impl Engine for GraphEngine {
     fn info(&self) -> &ModelInfo {
         &self.info
+    }
+
+    fn info_mut(&mut self) -> &mut ModelInfo {
+        &mut self.info
     }
 
     fn warm_up(&self) -> Result<()> {

@@ -346,6 +346,12 @@ impl Reconstruction for ReconService {
                 description: m.description.clone(),
                 parameters: m.parameters,
                 is_default: loaded.default_recon == Some(i) || loaded.default_bridge == Some(i),
+                sha256: m.property("sha256").unwrap_or_default(),
+                provenance: m
+                    .properties
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.strip_prefix("provenance.")?.into(), v.clone())))
+                    .collect(),
             })
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
