@@ -223,16 +223,27 @@ pub trait Engine: Send + Sync {
 }
 
 /// Reads a safetensors source as f32 tensors on `device`.
-fn read_tensors(source: &WeightsSource, device: &Device) -> Result<HashMap<String, Tensor>> {
-    let tensors = match source {
-        WeightsSource::File(p) => candle_core::safetensors::load(p, device)
-            .map_err(|e| Error::InvalidArgument(format!("cannot load {}: {e}", p.display())))?,
-        WeightsSource::Embedded(bytes) => candle_core::safetensors::load_buffer(bytes, device)?,
+/// The tensors of a safetensors source (as f32 on `device`) and its [`provenance`], from one read of
+/// its bytes.
+fn read_weights(
+    source: &WeightsSource,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, Vec<(String, String)>)> {
+    let file;
+    let (bytes, what): (&[u8], String) = match source {
+        WeightsSource::File(p) => {
+            file = std::fs::read(p)
+                .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", p.display())))?;
+            (&file, p.display().to_string())
+        }
+        WeightsSource::Embedded(b) => (b, "the embedded weights".into()),
     };
-    Ok(tensors
+    let tensors = candle_core::safetensors::load_buffer(bytes, device)
+        .map_err(|e| Error::InvalidArgument(format!("cannot load {what}: {e}")))?
         .into_iter()
         .map(|(k, v)| Ok((k, v.to_dtype(DType::F32)?)))
-        .collect::<candle_core::Result<HashMap<_, _>>>()?)
+        .collect::<candle_core::Result<HashMap<_, _>>>()?;
+    Ok((tensors, provenance(bytes)?))
 }
 
 /// Loads a model, telling the family from the tensors it contains (reconstruction models on a CPU use
@@ -248,7 +259,7 @@ pub fn load_with(
     device: &Device,
     fast_cpu_conv: bool,
 ) -> Result<Box<dyn Engine>> {
-    let tensors = read_tensors(&spec.source, device)?;
+    let (tensors, provenance) = read_weights(&spec.source, device)?;
     let mut engine: Box<dyn Engine> = if tensors.keys().any(|k| k.starts_with("model.")) {
         Box::new(ReconEngine::from_tensors(
             &spec.name,
@@ -266,27 +277,15 @@ pub fn load_with(
     } else {
         return Err(unrecognised(&spec.name, &tensors));
     };
-    engine
-        .info_mut()
-        .properties
-        .extend(provenance(&spec.source)?);
+    engine.info_mut().properties.extend(provenance);
     Ok(engine)
 }
 
 /// Where a weights file comes from: the SHA-256 of its bytes and the `__metadata__` its writer stored
 /// (the shipped files carry their training data, recipe and validation figures, see
 /// `scripts/stamp_provenance.py`), as `sha256` and `provenance.KEY` properties.
-pub fn provenance(source: &WeightsSource) -> Result<Vec<(String, String)>> {
+pub fn provenance(bytes: &[u8]) -> Result<Vec<(String, String)>> {
     use sha2::{Digest, Sha256};
-    let file;
-    let bytes: &[u8] = match source {
-        WeightsSource::File(p) => {
-            file = std::fs::read(p)
-                .map_err(|e| Error::InvalidArgument(format!("cannot read {}: {e}", p.display())))?;
-            &file
-        }
-        WeightsSource::Embedded(b) => b,
-    };
     let digest = Sha256::digest(bytes);
     let mut out = vec![(
         "sha256".to_string(),
@@ -339,7 +338,7 @@ impl ReconEngine {
 
     /// Loads a model choosing the CPU convolution path: inferd's fast kernels, or candle's stock layers.
     pub fn load_with(source: &WeightsSource, device: &Device, fast_cpu: bool) -> Result<Self> {
-        Self::from_tensors("recon", read_tensors(source, device)?, device, fast_cpu)
+        Self::from_tensors("recon", read_weights(source, device)?.0, device, fast_cpu)
     }
 
     fn from_tensors(

@@ -75,8 +75,10 @@ fn run_batch(shared: &Shared, model: usize, entries: Vec<Entry<Job>>) {
     let n = entries.len();
     let mut inputs = Vec::with_capacity(n);
     let mut waiting = Vec::with_capacity(n);
+    let mut queue_times = Vec::with_capacity(n);
     for e in entries {
-        let queued = start.duration_since(e.enqueued).as_secs_f32();
+        let waited = start.duration_since(e.enqueued);
+        let queued = waited.as_secs_f32();
         shared
             .metrics
             .queue_seconds
@@ -84,11 +86,8 @@ fn run_batch(shared: &Shared, model: usize, entries: Vec<Entry<Job>>) {
             .observe(queued as f64);
         inputs.push(e.item.input);
         waiting.push((e.item.reply, e.item.span, queued));
+        queue_times.push(waited);
     }
-    let queued: Vec<_> = waiting
-        .iter()
-        .map(|w| std::time::Duration::from_secs_f32(w.2))
-        .collect();
     shared
         .metrics
         .batch_size
@@ -98,7 +97,7 @@ fn run_batch(shared: &Shared, model: usize, entries: Vec<Entry<Job>>) {
     let ok = matches!(&outcome, Ok(Ok(outputs)) if outputs.len() == n);
     shared
         .metrics
-        .record_batch(name, &queued, start.elapsed(), ok);
+        .record_batch(name, &queue_times, start.elapsed(), ok);
     let elapsed = start.elapsed().as_secs_f32();
     shared
         .metrics
