@@ -148,6 +148,9 @@ fn layers() -> Vec<Layer> {
         transposed("up1 convT", 4 * w, 2 * w, 64),
         transposed("up2 convT", 2 * w, w, 128),
         conv_layer("tail 7x7", (w, 1, 7, 256), 1, 3),
+        // the unrolled model's complex denoiser: two channels in and out
+        conv_layer("head2 7x7", (2, w, 7, 256), 1, 3),
+        conv_layer("tail2 7x7", (w, 2, 7, 256), 1, 3),
         norm("norm+prelu @256", w, 256),
         norm("norm+prelu @64", 4 * w, 64),
     ]

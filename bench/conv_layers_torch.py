@@ -36,6 +36,8 @@ layers = [
     ("up1 convT", nn.ConvTranspose2d(4 * w, 2 * w, 3, stride=2, padding=1, output_padding=1), (4 * w, 64)),
     ("up2 convT", nn.ConvTranspose2d(2 * w, w, 3, stride=2, padding=1, output_padding=1), (2 * w, 128)),
     ("tail 7x7", nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(w, 1, 7), nn.Sigmoid()), (w, 256)),
+    ("head2 7x7", nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(2, w, 7)), (2, 256)),
+    ("tail2 7x7", nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(w, 2, 7)), (w, 256)),
     ("norm+prelu @256", nn.Sequential(nn.InstanceNorm2d(w), nn.PReLU()), (w, 256)),
     ("norm+prelu @64", nn.Sequential(nn.InstanceNorm2d(4 * w), nn.PReLU()), (4 * w, 64)),
 ]

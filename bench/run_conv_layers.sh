@@ -17,6 +17,7 @@ def flops(name):
     conv = lambda i, o, k, px: 2 * i * o * k * k * px
     return {
         "head 7x7": conv(1, w, 7, 256 ** 2), "tail 7x7": conv(w, 1, 7, 256 ** 2),
+        "head2 7x7": conv(2, w, 7, 256 ** 2), "tail2 7x7": conv(w, 2, 7, 256 ** 2),
         "down1 3x3s2": conv(w, 2 * w, 3, 128 ** 2), "down2 3x3s2": conv(2 * w, 4 * w, 3, 64 ** 2),
         "res 3x3": conv(4 * w, 4 * w, 3, 64 ** 2),
         "up1 convT": conv(4 * w, 2 * w, 3, 64 ** 2), "up2 convT": conv(2 * w, w, 3, 128 ** 2),

@@ -89,9 +89,30 @@ async fn shutdown_signal() {
     tracing::info!("shutdown requested; finishing in-flight requests");
 }
 
+/// glibc's allocator returns blocks above its (adaptive) mmap threshold to the kernel on every free, so
+/// each network layer's activations (megabytes) would be mapped, page-faulted in and unmapped again on
+/// every pass: about a fifth of a 256² reconstruction's time on a 2-core machine (BENCHMARKS.md).
+/// Blocks up to 32 MiB come from the heap instead, and up to 512 MiB of free heap stay mapped for the
+/// next request (the memory budget bounds what requests hold; this bounds only what is cached). An
+/// operator's own `GLIBC_TUNABLES=glibc.malloc...` settings win.
+fn keep_large_buffers() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc")) {
+        // SAFETY: mallopt only changes allocator parameters; called before any other thread starts.
+        let ok = unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
+                && libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20) == 1
+        };
+        if !ok {
+            tracing::warn!("could not set the allocator's mmap and trim thresholds");
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
+    keep_large_buffers();
     match cli.command {
         Command::Serve(config) => {
             if let Some(n) = config.cpu_threads {
