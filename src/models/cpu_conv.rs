@@ -743,16 +743,19 @@ fn gather_band_impl(
 ) {
     let n = nr * wo;
     let mut phases = if s == 2 { vec![0f32; w] } else { Vec::new() };
-    // interior output columns of kernel column kx: 0 ≤ ox·s + kx − p < w
-    let interior = |kx: usize| {
-        let lo = p.saturating_sub(kx).div_ceil(s).min(wo);
-        let hi = if w + p > kx {
-            ((w + p - kx - 1) / s + 1).clamp(lo, wo)
-        } else {
-            lo
-        };
-        (lo, hi)
-    };
+    let half = w.div_ceil(2);
+    // interior output columns of each kernel column kx: 0 ≤ ox·s + kx − p < w
+    let interior: Vec<(usize, usize)> = (0..kw)
+        .map(|kx| {
+            let lo = p.saturating_sub(kx).div_ceil(s).min(wo);
+            let hi = if w + p > kx {
+                ((w + p - kx - 1) / s + 1).clamp(lo, wo)
+            } else {
+                lo
+            };
+            (lo, hi)
+        })
+        .collect();
     for ci in 0..c {
         let plane = &img[ci * h * w..(ci + 1) * h * w];
         for ky in 0..kh {
@@ -767,7 +770,7 @@ fn gather_band_impl(
                 };
                 let row = &plane[src_row * w..(src_row + 1) * w];
                 if s == 2 {
-                    let (even, odd) = phases.split_at_mut(w.div_ceil(2));
+                    let (even, odd) = phases.split_at_mut(half);
                     for ((e, o), pair) in
                         even.iter_mut().zip(odd.iter_mut()).zip(row.chunks_exact(2))
                     {
@@ -780,14 +783,13 @@ fn gather_band_impl(
                 }
                 for kx in 0..kw {
                     let d = &mut col[dst(kx)..dst(kx) + wo];
-                    let (lo, hi) = interior(kx);
+                    let (lo, hi) = interior[kx];
                     if hi > lo {
                         // source sample of output column ox: (ox − lo)·s + start
                         let start = lo * s + kx - p;
                         match s {
                             1 => d[lo..hi].copy_from_slice(&row[start..start + hi - lo]),
                             2 => {
-                                let half = w.div_ceil(2);
                                 let from = if start % 2 == 0 { 0 } else { half } + start / 2;
                                 d[lo..hi].copy_from_slice(&phases[from..from + hi - lo]);
                             }
@@ -1075,19 +1077,18 @@ fn direct_row_impl(
     }
     let taps = kh * kw;
     for ci in 0..c {
-        let rows = &padded[(ci * hp + oy) * wp..][..kh * wp];
+        let geo = BlockGeometry {
+            rows: &padded[(ci * hp + oy) * wp..][..kh * wp],
+            wp,
+            kh,
+            kw,
+            wstride: c * taps,
+            wo,
+        };
         let mut oi = 0;
         while oi < o {
             let wk = &cw.w[(oi * c + ci) * taps..];
             let a = &mut acc[oi * wo..];
-            let geo = BlockGeometry {
-                rows,
-                wp,
-                kh,
-                kw,
-                wstride: c * taps,
-                wo,
-            };
             let ob = match o - oi {
                 1 => direct_span::<1, 4>(&geo, wk, a),
                 2 | 3 => direct_span::<2, 4>(&geo, wk, a),
@@ -1286,7 +1287,6 @@ fn norm_plane_impl(
             }
         }
         Some(r) => {
-            assert_eq!(r.len(), x.len(), "one residual value per input value");
             for ((o, &v), r) in out.iter_mut().zip(x).zip(r) {
                 o.write(act(v) + r);
             }
