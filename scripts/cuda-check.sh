@@ -9,5 +9,6 @@ cd "$(dirname "$0")/.."
 # A separate target directory: the CUDA feature set rebuilds candle, and keeping it apart keeps the
 # CPU build's cache warm.
 export CARGO_TARGET_DIR=${CUDA_CARGO_TARGET_DIR:-/var/tmp/inferd-target-cuda}
+bash scripts/prune-target.sh "$CARGO_TARGET_DIR"
 nvcc --version | tail -1
 cargo check --all-targets --features cuda

@@ -33,4 +33,6 @@ fi
 
 # A persistent target directory outside the checkout makes repeated runs on one machine fast.
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/inferd-target}
+# ...whose superseded build outputs are removed when its disk runs low.
+bash scripts/prune-target.sh "$CARGO_TARGET_DIR"
 cargo test --all-targets "$@"
