@@ -9,7 +9,8 @@
 # reruns the last `cargo build`; the dependency layer is rebuilt when Cargo.toml or Cargo.lock change.
 #
 # Ports: 50051 gRPC (inferd.v1.*, KServe v2 inference.GRPCInferenceService, grpc.health.v1.Health,
-# reflection); 9090 plain HTTP (/metrics for Prometheus, /live, /ready).
+# reflection); 9090 plain HTTP (/metrics for Prometheus, /live, /ready); 9002 the MRD (ISMRMRD)
+# streaming port for scanner-side reconstruction clients, when INFERD_MRD_ADDR=0.0.0.0:9002 is set.
 # The CUDA image is Dockerfile.cuda.
 
 ARG RUST_VERSION=1.95
@@ -40,6 +41,10 @@ RUN cargo build --release --locked --bin inferd \
 
 FROM debian:${DEBIAN_RELEASE}-slim
 ARG VERSION=0.1.0
+# Scanner frameworks (Siemens OpenRecon) read the container's description from this label: base64 of
+# deploy/openrecon/label.json, e.g. --build-arg OPENRECON_LABEL="$(base64 -w0 deploy/openrecon/label.json)".
+ARG OPENRECON_LABEL=""
+LABEL com.siemens-healthineers.magneticresonance.openrecon.metadata:1.1.0="${OPENRECON_LABEL}"
 LABEL org.opencontainers.image.title="inferd" \
       org.opencontainers.image.description="gRPC inference service: MR reconstruction (ReconResNet), Light Schrödinger Bridges, LCM set/graph aggregation; KServe v2 protocol" \
       org.opencontainers.image.licenses="Apache-2.0" \
@@ -67,7 +72,7 @@ ENV INFERD_ADDR=0.0.0.0:50051 \
     INFERD_OUTBOX=/var/lib/inferd/outbox
 USER 10001:10001
 WORKDIR /opt/inferd
-EXPOSE 50051/tcp 9090/tcp
+EXPOSE 50051/tcp 9090/tcp 9002/tcp
 # grpc.health.v1 over the gRPC port: healthy once every model is loaded and warmed up, unhealthy
 # again from the start of shutdown. With TLS configured, override it with `--addr https://...`
 # and `--tls-ca`/`--tls-domain`.

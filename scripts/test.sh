@@ -23,12 +23,12 @@ fi
 PY=${INFERD_PYTHON:-python3}
 # tritonclient pins protobuf below 7, so health checking and reflection come from a release whose
 # generated code runs on protobuf 6.
-if ! "$PY" -c "import torch, torch_geometric, safetensors, numpy, scipy, pydicom, h5py, grpc, tritonclient.grpc, finufft
+if ! "$PY" -c "import torch, torch_geometric, safetensors, numpy, scipy, pydicom, h5py, grpc, tritonclient.grpc, finufft, ismrmrd.serialization
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2" >/dev/null 2>&1; then
-  echo "installing torch, torch_geometric, safetensors, numpy, scipy, pydicom, h5py, grpcio (+ health checking, reflection), tritonclient, finufft (PyPI)"
+  echo "installing torch, torch_geometric, safetensors, numpy, scipy, pydicom, h5py, grpcio (+ health checking, reflection), tritonclient, finufft, ismrmrd (PyPI)"
   "$PY" -m pip install -q --disable-pip-version-check torch torch_geometric safetensors numpy scipy pydicom h5py grpcio \
-    "grpcio-health-checking<1.76" "grpcio-reflection<1.76" "tritonclient[grpc]" finufft
+    "grpcio-health-checking<1.76" "grpcio-reflection<1.76" "tritonclient[grpc]" finufft ismrmrd
 fi
 
 # A persistent target directory outside the checkout makes repeated runs on one machine fast.

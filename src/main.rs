@@ -30,6 +30,9 @@ enum Command {
     Health(client::health::HealthArgs),
     /// Check a PACS (C-ECHO) or send DICOM files to it through a durable outbox.
     Pacs(client::pacs::PacsCommand),
+    /// Print the OpenRecon container label (JSON) that describes the MRD streaming port and its
+    /// parameters; deploy/openrecon/label.json is this output.
+    OpenreconLabel,
     /// Time a model's forward pass on this machine (one JSON line).
     Bench {
         #[command(subcommand)]
@@ -149,6 +152,11 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(rt.block_on(client::health::run(args)));
         }
         Command::Pacs(cmd) => client::pacs::run(cmd),
+        Command::OpenreconLabel => {
+            let label = inferd::serve::mrd::params::openrecon_label();
+            println!("{}", serde_json::to_string_pretty(&label)?);
+            Ok(())
+        }
         Command::Bench { what } => inferd::bench::run(what),
         Command::Train {
             what: TrainCommand::Recon(args),

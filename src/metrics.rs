@@ -16,7 +16,7 @@ pub struct ModelLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub model: String,
-    /// The RPC's protocol: "kserve" or "inferd".
+    /// The RPC's protocol: "kserve", "inferd" or "mrd" (an MRD streaming session).
     pub protocol: String,
     /// The gRPC status code name, e.g. "OK", "RESOURCE_EXHAUSTED".
     pub code: String,

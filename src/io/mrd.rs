@@ -39,6 +39,8 @@ use std::path::Path;
 
 /// ISMRMRD acquisition flags (1-based bit numbers).
 pub mod flags {
+    pub const LAST_IN_SLICE: u32 = 8;
+    pub const LAST_IN_MEASUREMENT: u32 = 25;
     pub const IS_NOISE_MEASUREMENT: u32 = 19;
     pub const IS_PARALLEL_CALIBRATION: u32 = 20;
     pub const IS_PARALLEL_CALIBRATION_AND_IMAGING: u32 = 21;
@@ -227,56 +229,149 @@ pub struct Selection {
     pub phase: u32,
 }
 
-/// The acquisition header members the reader uses.
-struct Acq {
-    flags: u64,
-    samples: usize,
-    channels: usize,
-    discard_pre: usize,
-    discard_post: usize,
-    center_sample: usize,
-    encoding_space_ref: u32,
-    position: [f64; 3],
-    read_dir: [f64; 3],
-    phase_dir: [f64; 3],
-    e1: u32,
-    e2: u32,
-    slice: u32,
-    contrast: u32,
-    repetition: u32,
-    set: u32,
-    phase: u32,
+/// Size of an ISMRMRD `AcquisitionHeader` as files and the streaming protocol store it (packed,
+/// little-endian).
+pub const ACQ_HEADER_BYTES: usize = 340;
+
+/// The acquisition header members inferd uses (ISMRMRD `AcquisitionHeader`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AcqHead {
+    pub flags: u64,
+    pub measurement_uid: u32,
+    pub acquisition_time_stamp: u32,
+    pub physiology_time_stamp: [u32; 3],
+    pub samples: usize,
+    pub channels: usize,
+    pub discard_pre: usize,
+    pub discard_post: usize,
+    pub center_sample: usize,
+    pub encoding_space_ref: u32,
+    pub trajectory_dimensions: usize,
+    pub position: [f64; 3],
+    pub read_dir: [f64; 3],
+    pub phase_dir: [f64; 3],
+    pub slice_dir: [f64; 3],
+    pub patient_table_position: [f64; 3],
+    pub e1: u32,
+    pub e2: u32,
+    pub average: u32,
+    pub slice: u32,
+    pub contrast: u32,
+    pub phase: u32,
+    pub repetition: u32,
+    pub set: u32,
 }
 
-fn acq(r: &Records, i: usize) -> Result<Acq> {
-    let v = |name: &str| r.value(i, &format!("head.{name}"));
-    let v3 = |name: &str| -> Result<[f64; 3]> {
-        let a = r.values(i, &format!("head.{name}"))?;
-        Ok([a[0], a[1], a[2]])
-    };
-    Ok(Acq {
-        flags: v("flags")? as u64,
-        samples: v("number_of_samples")? as usize,
-        channels: v("active_channels")? as usize,
-        discard_pre: v("discard_pre")? as usize,
-        discard_post: v("discard_post")? as usize,
-        center_sample: v("center_sample")? as usize,
-        encoding_space_ref: v("encoding_space_ref")? as u32,
-        position: v3("position")?,
-        read_dir: v3("read_dir")?,
-        phase_dir: v3("phase_dir")?,
-        e1: v("idx.kspace_encode_step_1")? as u32,
-        e2: v("idx.kspace_encode_step_2")? as u32,
-        slice: v("idx.slice")? as u32,
-        contrast: v("idx.contrast")? as u32,
-        repetition: v("idx.repetition")? as u32,
-        set: v("idx.set")? as u32,
-        phase: v("idx.phase")? as u32,
-    })
+impl AcqHead {
+    /// Decodes the packed little-endian header of the streaming protocol (offsets of ISMRMRD's
+    /// `AcquisitionHeader`: flags at 2, sample counts at 34, directions from 182, counters at 242).
+    pub fn parse(b: &[u8; ACQ_HEADER_BYTES]) -> AcqHead {
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let f32x3 = |o: usize| {
+            let f = |k: usize| f32::from_le_bytes(b[o + 4 * k..o + 4 * k + 4].try_into().unwrap());
+            [f(0) as f64, f(1) as f64, f(2) as f64]
+        };
+        let idx = |k: usize| u16_at(242 + 2 * k) as u32;
+        AcqHead {
+            flags: u64::from_le_bytes(b[2..10].try_into().unwrap()),
+            measurement_uid: u32_at(10),
+            acquisition_time_stamp: u32_at(18),
+            physiology_time_stamp: [u32_at(22), u32_at(26), u32_at(30)],
+            samples: u16_at(34) as usize,
+            channels: u16_at(38) as usize,
+            discard_pre: u16_at(168) as usize,
+            discard_post: u16_at(170) as usize,
+            center_sample: u16_at(172) as usize,
+            encoding_space_ref: u16_at(174) as u32,
+            trajectory_dimensions: u16_at(176) as usize,
+            position: f32x3(182),
+            read_dir: f32x3(194),
+            phase_dir: f32x3(206),
+            slice_dir: f32x3(218),
+            patient_table_position: f32x3(230),
+            e1: idx(0),
+            e2: idx(1),
+            average: idx(2),
+            slice: idx(3),
+            contrast: idx(4),
+            phase: idx(5),
+            repetition: idx(6),
+            set: idx(7),
+        }
+    }
+
+    fn from_records(r: &Records, i: usize) -> Result<AcqHead> {
+        let v = |name: &str| r.value(i, &format!("head.{name}"));
+        let v3 = |name: &str| -> Result<[f64; 3]> {
+            let a = r.values(i, &format!("head.{name}"))?;
+            Ok([a[0], a[1], a[2]])
+        };
+        // members the file reader does not need may be absent from other writers' layouts
+        let opt = |name: &str| v(name).unwrap_or(0.0);
+        Ok(AcqHead {
+            flags: v("flags")? as u64,
+            measurement_uid: opt("measurement_uid") as u32,
+            acquisition_time_stamp: opt("acquisition_time_stamp") as u32,
+            physiology_time_stamp: [0; 3],
+            samples: v("number_of_samples")? as usize,
+            channels: v("active_channels")? as usize,
+            discard_pre: v("discard_pre")? as usize,
+            discard_post: v("discard_post")? as usize,
+            center_sample: v("center_sample")? as usize,
+            encoding_space_ref: v("encoding_space_ref")? as u32,
+            trajectory_dimensions: opt("trajectory_dimensions") as usize,
+            position: v3("position")?,
+            read_dir: v3("read_dir")?,
+            phase_dir: v3("phase_dir")?,
+            slice_dir: v3("slice_dir").unwrap_or_default(),
+            patient_table_position: v3("patient_table_position").unwrap_or_default(),
+            e1: v("idx.kspace_encode_step_1")? as u32,
+            e2: v("idx.kspace_encode_step_2")? as u32,
+            average: opt("idx.average") as u32,
+            slice: v("idx.slice")? as u32,
+            contrast: v("idx.contrast")? as u32,
+            phase: v("idx.phase")? as u32,
+            repetition: v("idx.repetition")? as u32,
+            set: v("idx.set")? as u32,
+        })
+    }
+
+    /// The image this acquisition belongs to.
+    pub fn key(&self) -> SliceKey {
+        SliceKey {
+            slice: self.slice,
+            contrast: self.contrast,
+            phase: self.phase,
+            repetition: self.repetition,
+            set: self.set,
+        }
+    }
+
+    fn has(&self, flag: u32) -> bool {
+        flags::has(self.flags, flag)
+    }
+
+    /// Not image data of the first encoding space: navigators, phase correction, feedback, dummy
+    /// scans, surface-coil correction and phase stabilisation scans, other encoding spaces.
+    fn is_skipped(&self) -> bool {
+        use flags::*;
+        const SKIPPED: [u32; 8] = [
+            IS_NAVIGATION_DATA,
+            IS_PHASECORR_DATA,
+            IS_HPFEEDBACK_DATA,
+            IS_DUMMYSCAN_DATA,
+            IS_RTFEEDBACK_DATA,
+            IS_SURFACECOILCORRECTIONSCAN_DATA,
+            IS_PHASE_STABILIZATION_REFERENCE,
+            IS_PHASE_STABILIZATION,
+        ];
+        SKIPPED.iter().any(|&b| self.has(b)) || self.encoding_space_ref != 0
+    }
 }
 
 /// The samples of an acquisition, `[channels][samples]`.
-fn samples(r: &Records, i: usize, a: &Acq) -> Result<Vec<Complex32>> {
+fn samples(r: &Records, i: usize, a: &AcqHead) -> Result<Vec<Complex32>> {
     let d = r.vlen_f32(i, "data")?;
     if d.len() != 2 * a.channels * a.samples {
         bail!(
@@ -290,6 +385,393 @@ fn samples(r: &Records, i: usize, a: &Acq) -> Result<Vec<Complex32>> {
     Ok(d.chunks_exact(2)
         .map(|c| Complex32::new(c[0], c[1]))
         .collect())
+}
+
+/// One image's counters: acquisitions with the same key (any `average`) make one slice image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SliceKey {
+    pub slice: u32,
+    pub contrast: u32,
+    pub phase: u32,
+    pub repetition: u32,
+    pub set: u32,
+}
+
+/// The k-space of one assembled slice.
+#[derive(Clone, Debug)]
+pub enum SliceData {
+    /// `[coils, ny, nx]` (readout oversampling removed) and which of the `ny` lines were measured.
+    Cartesian {
+        data: Vec<Complex32>,
+        lines: Vec<bool>,
+    },
+    /// `[coils, samples]` and each sample's `(k0, k1)` in grid units (k0 along the image rows'
+    /// axis, the phase-encoding direction; see [`Assembler`]).
+    NonCartesian {
+        data: Vec<Complex32>,
+        trajectory: Vec<[f32; 2]>,
+    },
+}
+
+/// A slice whose acquisitions are complete.
+#[derive(Clone, Debug)]
+pub struct AssembledSlice {
+    pub key: SliceKey,
+    pub coils: usize,
+    pub ny: usize,
+    pub nx: usize,
+    pub data: SliceData,
+    /// The first acquisition's header (time stamps, measurement UID, directions).
+    pub first: AcqHead,
+    /// Where the slice lies in the patient, when the acquisitions say.
+    pub placement: Option<SlicePlacement>,
+}
+
+/// What [`Assembler::push`] did with an acquisition.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pushed {
+    /// Not image data (navigator, phase correction, dummy scan, ...) or another encoding space.
+    Skipped,
+    /// A noise measurement, kept for pre-whitening.
+    Noise,
+    /// Added to its slice; `true` when it was the slice's last acquisition (`ACQ_LAST_IN_SLICE`).
+    Added(SliceKey, bool),
+}
+
+/// A slice being filled: Cartesian sums and counts per line, or the non-Cartesian samples so far.
+struct Partial {
+    sum: Vec<Complex32>,
+    count: Vec<u32>,
+    trajectory: Vec<[f32; 2]>,
+    first: AcqHead,
+}
+
+/// At most this many noise samples (all coils together) are kept for the noise covariance.
+const MAX_NOISE_VALUES: usize = 1 << 22;
+
+/// Sorts acquisitions into slices, the MRD file reader's and the MRD streaming server's shared
+/// path (see the module documentation for what happens to each acquisition).
+///
+/// Non-Cartesian data (the header's trajectory is not `cartesian`) keep every image acquisition's
+/// samples with its trajectory. ISMRMRD trajectories are `[samples, dimensions]` with the readout
+/// coordinate first, normalised to the encoded field of view (|k| ≤ 0.5 reaches the edge of
+/// k-space); inferd's `(k0, k1)` in grid units of the reconstructed `ny × nx` image are
+/// `(traj[1] · ny, traj[0] · nx)`: k0 pairs with the image rows (phase encoding), k1 with the readout.
+/// Readout oversampling of non-Cartesian data needs no crop (the reconstruction grid is the
+/// reconstruction matrix).
+pub struct Assembler {
+    hdr: MrdHeader,
+    cartesian: bool,
+    /// Encoded readout samples, reconstructed readout, phase-encoding lines.
+    enc_x: usize,
+    nx: usize,
+    ny: usize,
+    center_e1: i64,
+    noise: Vec<Vec<Complex32>>,
+    noise_values: usize,
+    noise_channels: usize,
+    /// The whitening matrix, decided when the first image acquisition arrives.
+    whiten: Option<Option<Vec<Complex32>>>,
+    coils: Option<usize>,
+    open: BTreeMap<SliceKey, Partial>,
+    max_open: usize,
+}
+
+impl Assembler {
+    /// `max_open`: how many slices may be incomplete at once (each holds one slice's k-space).
+    pub fn new(hdr: MrdHeader, max_open: usize) -> Result<Assembler> {
+        let cartesian = hdr.trajectory.eq_ignore_ascii_case("cartesian");
+        if hdr.encoded_matrix[2] > 1 {
+            bail!(
+                "3-D encoding ({} partitions along kspace_encode_step_2) is not supported; \
+                 expected 2-D slices",
+                hdr.encoded_matrix[2]
+            );
+        }
+        let (enc_x, ny, nx) = if cartesian {
+            let (enc_x, ny) = (hdr.encoded_matrix[0], hdr.encoded_matrix[1]);
+            let nx = if hdr.recon_matrix[0] > 0 && hdr.recon_matrix[0] < enc_x {
+                hdr.recon_matrix[0]
+            } else {
+                enc_x
+            };
+            (enc_x, ny, nx)
+        } else {
+            let [x, y, _] = hdr.recon_matrix;
+            (x, y, x)
+        };
+        if enc_x == 0 || ny == 0 || nx == 0 {
+            bail!("the header's matrix is {enc_x} × {ny}; expected a non-empty encoded and reconstruction matrix");
+        }
+        let center_e1 = hdr.e1.map(|l| l.center).unwrap_or(ny as u32 / 2) as i64;
+        Ok(Assembler {
+            hdr,
+            cartesian,
+            enc_x,
+            nx,
+            ny,
+            center_e1,
+            noise: Vec::new(),
+            noise_values: 0,
+            noise_channels: 0,
+            whiten: None,
+            coils: None,
+            open: BTreeMap::new(),
+            max_open,
+        })
+    }
+
+    /// The header the acquisitions belong to.
+    pub fn header(&self) -> &MrdHeader {
+        &self.hdr
+    }
+
+    /// Rows × columns of the reconstructed images (before any reconstruction-matrix crop).
+    pub fn image_size(&self) -> (usize, usize) {
+        (self.ny, self.nx)
+    }
+
+    /// Whether the acquisitions follow a non-Cartesian trajectory.
+    pub fn is_cartesian(&self) -> bool {
+        self.cartesian
+    }
+
+    /// Bytes one incomplete slice of `coils` coils holds (what a caller admits before pushing the
+    /// first acquisition of a new slice).
+    pub fn partial_bytes(&self, coils: usize) -> Option<u64> {
+        let n = if self.cartesian {
+            (coils as u64)
+                .checked_mul(self.ny as u64)?
+                .checked_mul(self.enc_x as u64)?
+        } else {
+            // spokes are not announced: count the fully sampled k-space a radial scan may reach
+            // (π/2 × matrix² samples per coil at Nyquist, readout oversampled twice)
+            (coils as u64)
+                .checked_mul(4)?
+                .checked_mul(self.ny as u64)?
+                .checked_mul(self.nx as u64)?
+        };
+        n.checked_mul(std::mem::size_of::<Complex32>() as u64 + 8)
+    }
+
+    /// The slices not yet complete.
+    pub fn open_slices(&self) -> impl Iterator<Item = SliceKey> + '_ {
+        self.open.keys().copied()
+    }
+
+    /// Sorts one acquisition in. `data` is `[channels][samples]`, `trajectory` `[samples,
+    /// dimensions]` (empty for Cartesian data).
+    pub fn push(
+        &mut self,
+        a: &AcqHead,
+        mut data: Vec<Complex32>,
+        trajectory: &[f32],
+    ) -> Result<Pushed> {
+        use flags::*;
+        let values = a.channels.checked_mul(a.samples);
+        if values != Some(data.len()) {
+            bail!(
+                "the acquisition holds {} samples, expected {} channels × {} samples \
+                 (mismatched sample counts)",
+                data.len(),
+                a.channels,
+                a.samples
+            );
+        }
+        if a.has(IS_NOISE_MEASUREMENT) {
+            if self.whiten.is_none() && self.noise_values + data.len() <= MAX_NOISE_VALUES {
+                self.noise_channels = a.channels;
+                self.noise_values += data.len();
+                self.noise.push(data);
+            }
+            return Ok(Pushed::Noise);
+        }
+        if a.is_skipped() {
+            return Ok(Pushed::Skipped);
+        }
+        let coils = *self.coils.get_or_insert(a.channels);
+        if a.channels != coils || coils == 0 {
+            bail!(
+                "the acquisition has {} channels, expected {coils}",
+                a.channels
+            );
+        }
+        if a.e2 != 0 {
+            bail!(
+                "the acquisition has kspace_encode_step_2 = {} (3-D encoding is not supported)",
+                a.e2
+            );
+        }
+        if self.whiten.is_none() {
+            let w = if self.noise.is_empty() {
+                None
+            } else if self.noise_channels != coils {
+                bail!(
+                    "the noise measurement has {} channels, the image data {coils}",
+                    self.noise_channels
+                );
+            } else {
+                whitening_matrix(&self.noise, coils)
+            };
+            self.whiten = Some(w);
+            self.noise = Vec::new();
+        }
+        if a.has(IS_REVERSE) {
+            for ch in data.chunks_exact_mut(a.samples.max(1)) {
+                ch.reverse();
+            }
+        }
+        if let Some(Some(w)) = &self.whiten {
+            apply_whitening(w, &mut data, coils, a.samples);
+        }
+        let keep = a.discard_pre..a.samples.saturating_sub(a.discard_post);
+        if keep.is_empty() {
+            bail!(
+                "the acquisition's {} samples are all discarded ({} + {})",
+                a.samples,
+                a.discard_pre,
+                a.discard_post
+            );
+        }
+        let key = a.key();
+        if !self.open.contains_key(&key) && self.open.len() >= self.max_open {
+            bail!(
+                "more than {} slices are incomplete at once; send each slice's acquisitions \
+                 together (ACQ_LAST_IN_SLICE ends a slice)",
+                self.max_open
+            );
+        }
+        let (cartesian, plane) = (self.cartesian, self.ny * self.enc_x);
+        let p = self.open.entry(key).or_insert_with(|| Partial {
+            sum: if cartesian {
+                vec![Complex32::default(); coils * plane]
+            } else {
+                Vec::new()
+            },
+            count: Vec::new(),
+            trajectory: Vec::new(),
+            first: a.clone(),
+        });
+        if cartesian {
+            let (enc_x, ny) = (self.enc_x, self.ny);
+            let row = a.e1 as i64 - self.center_e1 + ny as i64 / 2;
+            if row < 0 || row >= ny as i64 {
+                bail!(
+                    "line {} (centre {}) falls outside the {ny} phase-encoding lines of the \
+                     encoded matrix",
+                    a.e1,
+                    self.center_e1
+                );
+            }
+            let centre = if a.center_sample == 0 && a.samples == enc_x {
+                enc_x / 2
+            } else {
+                a.center_sample
+            };
+            let first = enc_x as i64 / 2 - centre as i64 + keep.start as i64;
+            let last = first + keep.len() as i64;
+            if first < 0 || last > enc_x as i64 {
+                bail!(
+                    "{} samples (discard {}+{}, centre {}) do not fit the encoded readout of \
+                     {enc_x} samples (mismatched sample counts)",
+                    a.samples,
+                    a.discard_pre,
+                    a.discard_post,
+                    a.center_sample
+                );
+            }
+            if p.count.is_empty() {
+                p.count = vec![0; ny];
+            }
+            for c in 0..coils {
+                let dst = &mut p.sum[(c * ny + row as usize) * enc_x..][..enc_x];
+                let src = &data[c * a.samples..(c + 1) * a.samples][keep.clone()];
+                for (o, v) in dst[first as usize..last as usize].iter_mut().zip(src) {
+                    *o += v;
+                }
+            }
+            p.count[row as usize] += 1;
+        } else {
+            let dims = a.trajectory_dimensions;
+            if dims < 2 || Some(trajectory.len()) != a.samples.checked_mul(dims) {
+                bail!(
+                    "non-Cartesian acquisitions need a trajectory of at least 2 dimensions per \
+                     sample; got {dims} dimensions and {} values for {} samples",
+                    trajectory.len(),
+                    a.samples
+                );
+            }
+            let (ny, nx) = (self.ny as f32, self.nx as f32);
+            for s in keep.clone() {
+                let (kx, ky) = (trajectory[s * dims], trajectory[s * dims + 1]);
+                if !(kx.is_finite() && ky.is_finite() && kx.abs() <= 0.5 && ky.abs() <= 0.5) {
+                    bail!(
+                        "trajectory sample ({kx}, {ky}) is outside [-0.5, 0.5]; ISMRMRD \
+                         trajectories are normalised to the encoded field of view"
+                    );
+                }
+                p.trajectory.push([ky * ny, kx * nx]);
+            }
+            // [coils][samples] appended coil by coil: kept in `sum` as [acquisitions][coils][kept]
+            for c in 0..coils {
+                p.sum
+                    .extend_from_slice(&data[c * a.samples..(c + 1) * a.samples][keep.clone()]);
+            }
+            p.count.push(keep.len() as u32);
+        }
+        Ok(Pushed::Added(key, a.has(LAST_IN_SLICE)))
+    }
+
+    /// Takes a slice out of the assembler (complete or not): averages repeated lines, removes
+    /// readout oversampling, and places it.
+    pub fn take(&mut self, key: SliceKey) -> Option<AssembledSlice> {
+        let p = self.open.remove(&key)?;
+        let coils = self.coils.unwrap_or(1);
+        let (ny, nx, enc_x) = (self.ny, self.nx, self.enc_x);
+        let data = if self.cartesian {
+            let mut sum = p.sum;
+            for c in 0..coils {
+                for (row, &n) in p.count.iter().enumerate() {
+                    if n > 1 {
+                        for v in &mut sum[(c * ny + row) * enc_x..][..enc_x] {
+                            *v /= n as f32;
+                        }
+                    }
+                }
+            }
+            SliceData::Cartesian {
+                data: crop_readout(&sum, enc_x, nx),
+                lines: p.count.iter().map(|&n| n > 0).collect(),
+            }
+        } else {
+            // [acquisitions][coils][kept] → [coils][all samples]
+            let total: usize = p.count.iter().map(|&n| n as usize).sum();
+            let mut data = vec![Complex32::default(); coils * total];
+            let (mut src, mut offset) = (0usize, 0usize);
+            for &n in &p.count {
+                let n = n as usize;
+                for c in 0..coils {
+                    data[c * total + offset..][..n].copy_from_slice(&p.sum[src..src + n]);
+                    src += n;
+                }
+                offset += n;
+            }
+            SliceData::NonCartesian {
+                data,
+                trajectory: p.trajectory,
+            }
+        };
+        let placement = place(&p.first, &self.hdr, nx);
+        Some(AssembledSlice {
+            key,
+            coils,
+            ny,
+            nx,
+            data,
+            first: p.first,
+            placement,
+        })
+    }
 }
 
 /// Reads an MRD file written by the ISMRMRD library (or any writer of the same layout).
@@ -310,51 +792,21 @@ pub fn read_file(f: &H5File, name: &str, sel: Selection) -> Result<RawKspace> {
             hdr.trajectory
         );
     }
-    if hdr.encoded_matrix[2] > 1 {
-        bail!(
-            "{name}: 3-D encoding ({} partitions along kspace_encode_step_2) is not supported; \
-             expected 2-D slices",
-            hdr.encoded_matrix[2]
-        );
-    }
+    let limits = [hdr.contrast, hdr.repetition, hdr.set, hdr.phase];
+    let mut asm = Assembler::new(hdr, usize::MAX).with_context(|| name.to_string())?;
     let recs = f.dataset("/dataset/data")?.read_records()?;
-    let (enc_x, ny) = (hdr.encoded_matrix[0], hdr.encoded_matrix[1]);
-    let nx = if hdr.recon_matrix[0] > 0 && hdr.recon_matrix[0] < enc_x {
-        hdr.recon_matrix[0]
-    } else {
-        enc_x
-    };
-    let center_e1 = hdr.e1.map(|l| l.center).unwrap_or(ny as u32 / 2) as i64;
 
-    use flags::*;
-    let skipped = [
-        IS_NAVIGATION_DATA,
-        IS_PHASECORR_DATA,
-        IS_HPFEEDBACK_DATA,
-        IS_DUMMYSCAN_DATA,
-        IS_RTFEEDBACK_DATA,
-        IS_SURFACECOILCORRECTIONSCAN_DATA,
-        IS_PHASE_STABILIZATION_REFERENCE,
-        IS_PHASE_STABILIZATION,
-    ];
-    // First pass: headers, noise, the counters present.
-    let mut noise: Vec<Vec<Complex32>> = Vec::new(); // per acquisition, [channels][samples]
-    let mut noise_channels = 0;
+    // First pass: noise (whitening uses all of it), the counters present, the selected acquisitions.
     let mut image = Vec::new();
-    let mut seen = [
-        BTreeSet::new(),
-        BTreeSet::new(),
-        BTreeSet::new(),
-        BTreeSet::new(),
-    ];
+    let mut seen = [(); 4].map(|_| BTreeSet::new());
     for i in 0..recs.len() {
-        let a = acq(&recs, i)?;
-        if has(a.flags, IS_NOISE_MEASUREMENT) {
-            noise_channels = a.channels;
-            noise.push(samples(&recs, i, &a)?);
+        let a = AcqHead::from_records(&recs, i)?;
+        if a.has(flags::IS_NOISE_MEASUREMENT) {
+            asm.push(&a, samples(&recs, i, &a)?, &[])
+                .with_context(|| format!("{name}: acquisition {i}"))?;
             continue;
         }
-        if skipped.iter().any(|&b| has(a.flags, b)) || a.encoding_space_ref != 0 {
+        if a.is_skipped() {
             continue;
         }
         for (s, v) in seen
@@ -375,10 +827,8 @@ pub fn read_file(f: &H5File, name: &str, sel: Selection) -> Result<RawKspace> {
         ("phase", sel.phase),
     ]
     .into_iter()
-    .zip(
-        seen.iter()
-            .zip([hdr.contrast, hdr.repetition, hdr.set, hdr.phase]),
-    ) {
+    .zip(seen.iter().zip(limits))
+    {
         if !s.contains(&want) {
             let max = lim
                 .map(|l| l.maximum)
@@ -386,117 +836,48 @@ pub fn read_file(f: &H5File, name: &str, sel: Selection) -> Result<RawKspace> {
             bail!("{name}: {what} {want} is out of range (the file has {what} 0..={max})");
         }
     }
-    image.retain(|(_, a)| {
-        [a.contrast, a.repetition, a.set, a.phase]
-            == [sel.contrast, sel.repetition, sel.set, sel.phase]
-    });
-    let coils = image[0].1.channels;
-    let slice_ids: Vec<u32> = image
-        .iter()
-        .map(|(_, a)| a.slice)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let slice_of: BTreeMap<u32, usize> =
-        slice_ids.iter().enumerate().map(|(k, &s)| (s, k)).collect();
-    let slices = slice_ids.len();
-
-    let whiten = if noise.is_empty() {
-        None
-    } else {
-        if noise_channels != coils {
-            bail!("{name}: noise measurement has {noise_channels} channels, image data {coils}");
-        }
-        whitening_matrix(&noise, coils)
-    };
-
-    let plane = ny * enc_x;
-    let mut sum = vec![Complex32::default(); slices * coils * plane];
-    let mut count = vec![0u32; slices * ny];
-    let mut placement: Vec<Option<SlicePlacement>> = vec![None; slices];
+    let mut added = false;
     for (i, a) in &image {
-        let (i, a) = (*i, a);
-        if a.channels != coils {
-            bail!(
-                "{name}: acquisition {i} has {} channels, expected {coils}",
-                a.channels
-            );
+        if [a.contrast, a.repetition, a.set, a.phase]
+            != [sel.contrast, sel.repetition, sel.set, sel.phase]
+        {
+            continue;
         }
-        if a.e2 != 0 {
-            bail!(
-                "{name}: acquisition {i} has kspace_encode_step_2 = {}",
-                a.e2
-            );
-        }
-        let row = a.e1 as i64 - center_e1 + ny as i64 / 2;
-        if row < 0 || row >= ny as i64 {
-            bail!(
-                "{name}: acquisition {i}: line {} (centre {center_e1}) falls outside the {ny} \
-                 phase-encoding lines of the encoded matrix",
-                a.e1
-            );
-        }
-        let mut d = samples(&recs, i, a)?;
-        if has(a.flags, IS_REVERSE) {
-            for ch in d.chunks_exact_mut(a.samples) {
-                ch.reverse();
-            }
-        }
-        if let Some(w) = &whiten {
-            apply_whitening(w, &mut d, coils, a.samples);
-        }
-        let keep = a.discard_pre..a.samples.saturating_sub(a.discard_post);
-        let centre = if a.center_sample == 0 && a.samples == enc_x {
-            enc_x / 2
-        } else {
-            a.center_sample
+        let d = samples(&recs, *i, a)?;
+        added |= matches!(
+            asm.push(a, d, &[])
+                .with_context(|| format!("{name}: acquisition {i}"))?,
+            Pushed::Added(..)
+        );
+    }
+    if !added {
+        bail!("{name}: /dataset/data holds no image acquisitions");
+    }
+    let keys: Vec<SliceKey> = asm.open_slices().collect();
+    let (ny, nx) = asm.image_size();
+    let recon_y = asm.header().recon_matrix[1];
+    let mut info = asm.header().info.clone();
+    let slices = keys.len();
+    let mut data = Vec::new();
+    let mut measured = vec![true; ny];
+    let mut placement = Vec::with_capacity(slices);
+    let mut coils = 0;
+    for key in keys {
+        let s = asm.take(key).expect("an open slice");
+        coils = s.coils;
+        let SliceData::Cartesian { data: d, lines } = s.data else {
+            unreachable!("the file reader takes Cartesian data only")
         };
-        let first = enc_x as i64 / 2 - centre as i64 + keep.start as i64;
-        let last = first + keep.len() as i64;
-        if keep.is_empty() || first < 0 || last > enc_x as i64 {
-            bail!(
-                "{name}: acquisition {i}: {} samples (discard {}+{}, centre {}) do not fit the \
-                 encoded readout of {enc_x} samples (mismatched sample counts)",
-                a.samples,
-                a.discard_pre,
-                a.discard_post,
-                a.center_sample
-            );
+        data.extend_from_slice(&d);
+        for (m, l) in measured.iter_mut().zip(lines) {
+            *m &= l;
         }
-        let s = slice_of[&a.slice];
-        for c in 0..coils {
-            let dst = &mut sum[((s * coils + c) * ny + row as usize) * enc_x..][..enc_x];
-            let src = &d[c * a.samples..(c + 1) * a.samples][keep.clone()];
-            for (o, v) in dst[first as usize..last as usize].iter_mut().zip(src) {
-                *o += v;
-            }
-        }
-        count[s * ny + row as usize] += 1;
-        if placement[s].is_none() {
-            placement[s] = place(a, &hdr, nx);
-        }
+        placement.push(s.placement);
     }
-    for s in 0..slices {
-        for row in 0..ny {
-            let n = count[s * ny + row];
-            if n > 1 {
-                for c in 0..coils {
-                    for v in &mut sum[((s * coils + c) * ny + row) * enc_x..][..enc_x] {
-                        *v /= n as f32;
-                    }
-                }
-            }
-        }
-    }
-    let data = crop_readout(&sum, enc_x, nx);
     let mut mask = vec![0f32; ny * nx];
-    for row in 0..ny {
-        if (0..slices).all(|s| count[s * ny + row] > 0) {
-            mask[row * nx..(row + 1) * nx].fill(1.0);
-        }
+    for (row, _) in measured.iter().enumerate().filter(|(_, &m)| m) {
+        mask[row * nx..(row + 1) * nx].fill(1.0);
     }
-    let mut info = hdr.info.clone();
-    let recon_y = hdr.recon_matrix[1];
     if recon_y > 0 && recon_y < ny {
         info.recon_matrix = Some([recon_y, nx]);
     }
@@ -516,29 +897,41 @@ pub fn read_file(f: &H5File, name: &str, sel: Selection) -> Result<RawKspace> {
 
 /// Image plane of the slice an acquisition belongs to (see the module docs), or `None` when the
 /// file gives no orientation (zero direction vectors) or no field of view.
-fn place(a: &Acq, hdr: &MrdHeader, nx: usize) -> Option<SlicePlacement> {
-    let norm = |v: &[f64; 3]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if norm(&a.read_dir) < 0.5 || norm(&a.phase_dir) < 0.5 {
-        return None;
-    }
-    let (fov_x, fov_y) = (hdr.recon_fov[0], hdr.recon_fov[1]);
-    if fov_x <= 0.0 || fov_y <= 0.0 {
-        return None;
-    }
+fn place(a: &AcqHead, hdr: &MrdHeader, nx: usize) -> Option<SlicePlacement> {
     let rows = if hdr.recon_matrix[1] > 0 {
         hdr.recon_matrix[1]
     } else {
         hdr.encoded_matrix[1]
     };
-    let (px, py) = (fov_x / nx as f64, fov_y / rows as f64);
-    let mut position = a.position;
+    let fov = [hdr.recon_fov[0], hdr.recon_fov[1]];
+    plane(a.position, a.read_dir, a.phase_dir, fov, rows, nx)
+}
+
+/// The DICOM image plane of an MRD slice or image: `centre` is the slice centre (an acquisition's or
+/// an MRD image's `position`), `fov` the (readout, phase) field of view in mm of the `rows × cols`
+/// image; the first pixel lies `cols/2` pixels against `read_dir` and `rows/2` against `phase_dir`
+/// from the centre. `None` when a direction is missing or the field of view is empty.
+pub fn plane(
+    centre: [f64; 3],
+    read_dir: [f64; 3],
+    phase_dir: [f64; 3],
+    fov: [f64; 2],
+    rows: usize,
+    cols: usize,
+) -> Option<SlicePlacement> {
+    let norm = |v: &[f64; 3]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm(&read_dir) < 0.5 || norm(&phase_dir) < 0.5 || fov[0] <= 0.0 || fov[1] <= 0.0 {
+        return None;
+    }
+    let (px, py) = (fov[0] / cols as f64, fov[1] / rows as f64);
+    let mut position = centre;
     for (k, p) in position.iter_mut().enumerate() {
-        *p -= (nx / 2) as f64 * px * a.read_dir[k] + (rows / 2) as f64 * py * a.phase_dir[k];
+        *p -= (cols / 2) as f64 * px * read_dir[k] + (rows / 2) as f64 * py * phase_dir[k];
     }
     Some(SlicePlacement {
         position,
-        row_dir: a.read_dir,
-        col_dir: a.phase_dir,
+        row_dir: read_dir,
+        col_dir: phase_dir,
     })
 }
 
@@ -713,33 +1106,23 @@ mod tests {
 
     #[test]
     fn first_pixel_is_half_a_pixel_inside_the_field_of_view() {
-        let a = Acq {
-            flags: 0,
+        let a = AcqHead {
             samples: 128,
             channels: 1,
-            discard_pre: 0,
-            discard_post: 0,
             center_sample: 64,
-            encoding_space_ref: 0,
             position: [10.0, 20.0, 30.0],
             read_dir: [0.0, 1.0, 0.0],
             phase_dir: [1.0, 0.0, 0.0],
-            e1: 0,
-            e2: 0,
-            slice: 0,
-            contrast: 0,
-            repetition: 0,
-            set: 0,
-            phase: 0,
+            ..Default::default()
         };
         let h = parse_header(HEADER).unwrap(); // reconSpace 320 × 320 over 140 × 140 mm
         let p = place(&a, &h, 320).unwrap();
         let half = 160.0 * 140.0 / 320.0; // pixel 160 of 320 is the centre
         assert_eq!(p.position, [10.0 - half, 20.0 - half, 30.0]);
         assert_eq!((p.row_dir, p.col_dir), (a.read_dir, a.phase_dir));
-        let flat = Acq {
+        let flat = AcqHead {
             read_dir: [0.0; 3],
-            ..a
+            ..a.clone()
         };
         assert!(place(&flat, &h, 320).is_none());
     }

@@ -113,6 +113,17 @@ pub struct ClientPolicy {
 /// Longest identity taken from a header (longer values are cut).
 const MAX_HEADER_ID: usize = 128;
 
+impl Caller {
+    /// The caller of a raw TCP connection (the MRD streaming port): identified by its address.
+    pub fn peer(addr: std::net::SocketAddr) -> Caller {
+        Caller {
+            metadata: MetadataMap::new(),
+            id: format!("ip:{}", addr.ip()),
+            ip: Some(addr.ip()),
+        }
+    }
+}
+
 impl ClientPolicy {
     pub fn new(queue_limit: usize, high: Vec<ClientPattern>, id_header: Option<String>) -> Self {
         ClientPolicy {

@@ -12,6 +12,10 @@ pub struct ServeConfig {
     /// Address of the HTTP endpoint serving Prometheus `/metrics` (and `/live`, `/ready`).
     #[arg(long, env = "INFERD_METRICS_ADDR", default_value = "0.0.0.0:9090")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Address of the MRD (ISMRMRD) streaming port for scanner-side reconstruction clients, e.g.
+    /// 0.0.0.0:9002 (unset: off). Sessions use the same models, limits and admission as gRPC.
+    #[arg(long, env = "INFERD_MRD_ADDR")]
+    pub mrd_addr: Option<SocketAddr>,
     /// Compute device: auto (CUDA when built with it and present, else CPU), cpu, or cuda:N.
     #[arg(long, env = "INFERD_DEVICE", default_value = "auto")]
     pub device: String,
@@ -185,6 +189,7 @@ impl ServeConfig {
         ServeConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             metrics_addr: None,
+            mrd_addr: None,
             device: std::env::var("INFERD_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()),
             models: Vec::new(),
             default_model: None,

@@ -16,6 +16,7 @@ mod graph_service;
 mod http_port;
 mod kserve;
 pub mod limits;
+pub mod mrd;
 mod ordered;
 mod recon_service;
 pub mod state;
@@ -189,7 +190,15 @@ pub async fn serve(
         ),
         None => None,
     };
-    serve_with(config, listener, metrics, shutdown).await
+    let mrd = match config.mrd_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for MRD streaming: {e}"))?,
+        ),
+        None => None,
+    };
+    serve_listeners(config, listener, metrics, mrd, shutdown).await
 }
 
 /// [`serve`] with the metrics listener given (tests bind port 0).
@@ -197,6 +206,17 @@ pub async fn serve_with(
     config: ServeConfig,
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_listeners(config, listener, metrics_listener, None, shutdown).await
+}
+
+/// [`serve`] with every listener given: gRPC, metrics and the MRD streaming port.
+pub async fn serve_listeners(
+    config: ServeConfig,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    mrd_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let device = models::select_device(&config.device)?;
@@ -295,6 +315,10 @@ pub async fn serve_with(
     let draining = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|d| *d).await;
     };
+    if let Some(l) = mrd_listener {
+        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "MRD streaming");
+        tokio::spawn(mrd::serve(l, state.clone(), drain_rx.clone()));
+    }
 
     // TCP_NODELAY: a response goes out as several small writes (headers, data, trailers); with
     // Nagle's algorithm the last one waits for the client's delayed ACK (~40 ms per call).

@@ -37,6 +37,8 @@ pub fn bart(args: &[&str], dir: &Path) -> String {
 pub struct TestServer {
     pub url: String,
     pub metrics_url: String,
+    /// The MRD streaming port, when started with [`TestServer::start_with_mrd`].
+    pub mrd_addr: Option<std::net::SocketAddr>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -44,15 +46,30 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server and waits until its health check says SERVING (models loaded, warmed up).
     pub async fn start(config: inferd::serve::ServeConfig) -> TestServer {
+        Self::start_listeners(config, false).await
+    }
+
+    /// [`TestServer::start`] with the MRD streaming port open too.
+    pub async fn start_with_mrd(config: inferd::serve::ServeConfig) -> TestServer {
+        Self::start_listeners(config, true).await
+    }
+
+    async fn start_listeners(config: inferd::serve::ServeConfig, mrd: bool) -> TestServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mrd = match mrd {
+            true => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            false => None,
+        };
+        let mrd_addr = mrd.as_ref().map(|l| l.local_addr().unwrap());
         let url = format!("http://{}", listener.local_addr().unwrap());
         let metrics_url = format!("http://{}", metrics.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = tokio::spawn(inferd::serve::serve_with(
+        let handle = tokio::spawn(inferd::serve::serve_listeners(
             config,
             listener,
             Some(metrics),
+            mrd,
             async move {
                 let _ = rx.await;
             },
@@ -65,6 +82,7 @@ impl TestServer {
                 return TestServer {
                     url,
                     metrics_url,
+                    mrd_addr,
                     shutdown: Some(tx),
                     handle: Some(handle),
                 };
