@@ -4,14 +4,15 @@ side in one run against one server.
 usage: python3 bench/mrd_vs_grpc.py --mrd HOST:PORT --grpc HOST:PORT [--coils 1,8,32] [--size 256]
                                     [--rounds 2] [--out RESULT.json]
 
-Scans: `ismrmrd_generate_cartesian_shepp_logan -m SIZE -c COILS -O 1 -a 4 -w 24 -r 2` (no readout
-oversampling, so both paths reconstruct the same SIZE × SIZE k-space; 8 slices = 4 line shifts × 2
-repetitions). Per coil count, rounds alternate MRD and gRPC:
+Scans: `ismrmrd_generate_cartesian_shepp_logan -m SIZE -c COILS -a 4 -w 24 -r 2` (2× readout
+oversampling as scanners send it; 8 slices = 4 line shifts × 2 repetitions). The MRD port receives the
+acquisitions as they are and removes the oversampling itself; the gRPC client sends each slice's
+SIZE × SIZE k-space with the oversampling already removed (NumPy), so both reconstruct the same image. Per coil count, rounds alternate MRD and gRPC:
 
 * latency, slices sent one at a time: MRD from the moment the slice's last acquisition is written to
   the moment its image has arrived; gRPC the whole `infer` call (the slice's k-space travels inside it);
 * throughput: every slice sent at once (MRD: one session, acquisitions back to back; gRPC: one
-  `async_infer` per slice), slices per second from the first byte to the last image;
+  call per slice, each from its own thread), slices per second from the first byte to the last image;
 * protocol overhead: a session of acquisitions flagged as dummy scans (read, decoded and discarded by
   the server, nothing reconstructed): seconds per acquisition message until the server's CLOSE.
 """
@@ -24,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import ismrmrd
 import ismrmrd.serialization as ser
@@ -35,7 +37,7 @@ PARAMS = json.dumps({"pixeltype": "float"})
 
 
 def scan(path, size, coils):
-    subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-m", str(size), "-c", str(coils), "-O", "1",
+    subprocess.run(["ismrmrd_generate_cartesian_shepp_logan", "-m", str(size), "-c", str(coils),
                     "-a", "4", "-w", "24", "-r", "2", "-o", path], check=True, capture_output=True)
     d = ismrmrd.Dataset(path, "dataset", False)
     xml = d.read_xml_header().decode()
@@ -103,12 +105,17 @@ class Session:
 
 
 def kspace(acqs, size):
+    """The slice's [coils, size, size] k-space for KServe: lines placed by their encoding step (the
+    generator's centre line is size / 2, as inferd's) and the 2× readout oversampling removed in
+    image space, as the MRD port does."""
     coils = acqs[0].active_channels
     k = np.zeros((coils, size, size), np.complex64)
     mask = np.zeros((size, size), np.float32)
+    c = lambda x, f: np.fft.fftshift(f(np.fft.ifftshift(x, axes=-1), axis=-1, norm="ortho"), axes=-1)
     for a in acqs:
-        row = a.idx.kspace_encode_step_1  # the generator's centre line is size / 2, as inferd's
-        k[:, row, :] += a.data
+        row = a.idx.kspace_encode_step_1
+        line = c(a.data, np.fft.ifft)[:, a.number_of_samples // 2 - size // 2:][:, :size]
+        k[:, row, :] = c(line, np.fft.fft)
         mask[row] = 1.0
     return k, mask
 
@@ -150,13 +157,14 @@ def grpc_latency(client, inputs):
     return out
 
 
-def grpc_throughput(client, inputs):
-    done = threading.Semaphore(0)
+def grpc_throughput(url, inputs):
+    """Every slice at once, one gRPC call per slice from its own thread and channel."""
+    clients = [grpcclient.InferenceServerClient(url=url) for _ in inputs]
+    for c in clients:
+        c.is_server_live()  # connect before timing
     t0 = time.perf_counter()
-    for inp in inputs:
-        client.async_infer("recon", inp, callback=lambda r, e: done.release())
-    for _ in inputs:
-        done.acquire()
+    with ThreadPoolExecutor(len(inputs)) as pool:
+        list(pool.map(lambda ci: ci[0].infer("recon", ci[1]), zip(clients, inputs)))
     return len(inputs) / (time.perf_counter() - t0)
 
 
@@ -201,7 +209,7 @@ def main():
                 r["mrd_latency_s"] += mrd_latency(host, port, xml, slices)
                 r["grpc_latency_s"] += grpc_latency(client, inputs)
                 r["mrd_slices_per_s"].append(mrd_throughput(host, port, xml, slices))
-                r["grpc_slices_per_s"].append(grpc_throughput(client, inputs))
+                r["grpc_slices_per_s"].append(grpc_throughput(a.grpc, inputs))
             r["mrd_s_per_acquisition_message"] = overhead(host, port, xml, slices[0], 8)
             for k in ("mrd_latency_s", "grpc_latency_s"):
                 r[k.replace("_s", "_median_s")] = statistics.median(r[k])

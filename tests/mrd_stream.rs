@@ -476,6 +476,40 @@ async fn malformed_sessions_end_with_err_and_the_server_keeps_serving() {
             },
             "falls outside",
         ),
+        (
+            "an acquisition with more coils than the server takes",
+            {
+                let mut h = vec![0u8; 340];
+                h[34..36].copy_from_slice(&1u16.to_le_bytes());
+                h[38..40].copy_from_slice(&129u16.to_le_bytes());
+                [
+                    text_message(3, &header),
+                    1008u16.to_le_bytes().to_vec(),
+                    h,
+                    vec![0u8; 129 * 8],
+                ]
+                .concat()
+            },
+            "at most 128",
+        ),
+        (
+            "a scan that opens slices and never finishes them",
+            {
+                let mut m = text_message(3, &header);
+                for slice in 0..70u16 {
+                    let mut h = vec![0u8; 340];
+                    h[34..36].copy_from_slice(&128u16.to_le_bytes());
+                    h[38..40].copy_from_slice(&1u16.to_le_bytes());
+                    h[172..174].copy_from_slice(&64u16.to_le_bytes());
+                    h[242 + 6..242 + 8].copy_from_slice(&slice.to_le_bytes());
+                    m.extend(1008u16.to_le_bytes());
+                    m.extend(h);
+                    m.extend(vec![0u8; 128 * 8]);
+                }
+                m
+            },
+            "incomplete at once",
+        ),
     ];
     for (what, bytes, expected) in cases {
         let answer = tokio::task::spawn_blocking(move || raw_session(addr, &bytes))

@@ -448,6 +448,8 @@ struct Partial {
 
 /// At most this many noise samples (all coils together) are kept for the noise covariance.
 const MAX_NOISE_VALUES: usize = 1 << 22;
+/// Most samples per coil of one non-Cartesian slice.
+pub const MAX_NONCARTESIAN_SAMPLES: usize = 4 << 20;
 
 /// Sorts acquisitions into slices, the MRD file reader's and the MRD streaming server's shared
 /// path (see the module documentation for what happens to each acquisition).
@@ -536,22 +538,38 @@ impl Assembler {
         self.cartesian
     }
 
-    /// Bytes one incomplete slice of `coils` coils holds (what a caller admits before pushing the
-    /// first acquisition of a new slice).
+    /// Most samples per coil a non-Cartesian slice may collect: four times the image's pixels
+    /// (a fully sampled radial scan needs π/2 × matrix² samples at Nyquist with a twice
+    /// oversampled readout), at most [`MAX_NONCARTESIAN_SAMPLES`].
+    fn max_samples(&self) -> usize {
+        self.ny
+            .saturating_mul(self.nx)
+            .saturating_mul(4)
+            .min(MAX_NONCARTESIAN_SAMPLES)
+    }
+
+    /// Bytes one incomplete slice of `coils` coils may hold (what a caller admits before pushing
+    /// the first acquisition of a new slice; see [`Assembler::opens_slice`]).
     pub fn partial_bytes(&self, coils: usize) -> Option<u64> {
         let n = if self.cartesian {
             (coils as u64)
                 .checked_mul(self.ny as u64)?
                 .checked_mul(self.enc_x as u64)?
         } else {
-            // spokes are not announced: count the fully sampled k-space a radial scan may reach
-            // (π/2 × matrix² samples per coil at Nyquist, readout oversampled twice)
-            (coils as u64)
-                .checked_mul(4)?
-                .checked_mul(self.ny as u64)?
-                .checked_mul(self.nx as u64)?
+            (coils as u64).checked_mul(self.max_samples() as u64)?
         };
+        // samples, plus the trajectory of non-Cartesian slices
         n.checked_mul(std::mem::size_of::<Complex32>() as u64 + 8)
+    }
+
+    /// Whether pushing `a` starts a new incomplete slice.
+    pub fn opens_slice(&self, a: &AcqHead) -> bool {
+        !a.has(flags::IS_NOISE_MEASUREMENT) && !a.is_skipped() && !self.open.contains_key(&a.key())
+    }
+
+    /// How many slices are incomplete.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
     }
 
     /// The slices not yet complete.
@@ -642,6 +660,7 @@ impl Assembler {
             );
         }
         let (cartesian, plane) = (self.cartesian, self.ny * self.enc_x);
+        let max_samples = self.max_samples();
         let p = self.open.entry(key).or_insert_with(|| Partial {
             sum: if cartesian {
                 vec![Complex32::default(); coils * plane]
@@ -699,6 +718,16 @@ impl Assembler {
                      sample; got {dims} dimensions and {} values for {} samples",
                     trajectory.len(),
                     a.samples
+                );
+            }
+            let total: usize = p.count.iter().map(|&n| n as usize).sum();
+            if total + keep.len() > max_samples {
+                bail!(
+                    "the slice has more than {} samples per coil; a non-Cartesian slice may have \
+                     at most four times its {} × {} pixels",
+                    max_samples,
+                    self.ny,
+                    self.nx
                 );
             }
             let (ny, nx) = (self.ny as f32, self.nx as f32);
@@ -1125,6 +1154,71 @@ mod tests {
             ..a.clone()
         };
         assert!(place(&flat, &h, 320).is_none());
+    }
+
+    #[test]
+    fn assembler_bounds_what_an_open_slice_holds() {
+        let radial = HEADER
+            .replace(
+                "<trajectory>cartesian</trajectory>",
+                "<trajectory>radial</trajectory>",
+            )
+            .replace(
+                "<reconSpace><matrixSize><x>320</x><y>320</y>",
+                "<reconSpace><matrixSize><x>8</x><y>8</y>",
+            );
+        let mut asm = Assembler::new(parse_header(&radial).unwrap(), 2).unwrap();
+        assert_eq!(asm.image_size(), (8, 8));
+        let spoke = |slice: u32| AcqHead {
+            samples: 64,
+            channels: 1,
+            trajectory_dimensions: 2,
+            slice,
+            ..Default::default()
+        };
+        let traj = vec![0.1f32; 128];
+        assert!(asm.opens_slice(&spoke(0)));
+        // 4 × 8 × 8 = 256 samples per coil: four spokes fit, the fifth does not
+        for _ in 0..4 {
+            asm.push(&spoke(0), vec![Complex32::default(); 64], &traj)
+                .unwrap();
+        }
+        assert!(!asm.opens_slice(&spoke(0)));
+        let e = asm
+            .push(&spoke(0), vec![Complex32::default(); 64], &traj)
+            .unwrap_err();
+        assert!(e.to_string().contains("more than 256 samples"), "{e}");
+        // at most two slices open at once
+        asm.push(&spoke(1), vec![Complex32::default(); 64], &traj)
+            .unwrap();
+        assert_eq!(asm.open_count(), 2);
+        let e = asm
+            .push(&spoke(2), vec![Complex32::default(); 64], &traj)
+            .unwrap_err();
+        assert!(e.to_string().contains("more than 2 slices"), "{e}");
+        // trajectories outside the normalised range, and data that do not match the header
+        let e = asm
+            .push(
+                &spoke(1),
+                vec![Complex32::default(); 64],
+                &vec![0.7f32; 128],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("outside [-0.5, 0.5]"), "{e}");
+        let e = asm
+            .push(&spoke(1), vec![Complex32::default(); 63], &traj)
+            .unwrap_err();
+        assert!(e.to_string().contains("mismatched sample counts"), "{e}");
+        let s = asm.take(SliceKey::default()).unwrap();
+        let SliceData::NonCartesian { data, trajectory } = s.data else {
+            panic!("radial data")
+        };
+        assert_eq!((data.len(), trajectory.len()), (256, 256));
+        assert_eq!(
+            trajectory[0],
+            [0.8, 0.8],
+            "(k0, k1) = (traj[1], traj[0]) × 8"
+        );
     }
 
     #[test]

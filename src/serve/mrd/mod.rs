@@ -55,6 +55,8 @@ use tokio::task::JoinSet;
 pub const MAX_OPEN_SLICES: usize = 64;
 /// Longest CONFIG_TEXT, HEADER or TEXT.
 const MAX_TEXT: usize = 4 << 20;
+/// Largest ACQUISITION or WAVEFORM body (one readout line of every coil: 65535 samples × 128 coils).
+const MAX_ACQUISITION_BYTES: usize = 64 << 20;
 
 /// Image series of a session's outputs.
 const SERIES_MAGNITUDE: u16 = 1;
@@ -104,7 +106,7 @@ struct Session {
     params: Params,
     asm: Option<Assembler>,
     model: Option<(usize, usize, String)>,
-    /// Memory of the incomplete slices, reserved at the first image acquisition.
+    /// Memory of the incomplete slices: the most that were open at once (grown as slices open).
     partial: Option<Reservation>,
     inflight: JoinSet<Result<(), Error>>,
     permits: Arc<Semaphore>,
@@ -174,7 +176,7 @@ impl Session {
     fn limits(&self) -> WireLimits {
         WireLimits {
             max_text: MAX_TEXT,
-            max_body: self.state.limits.max_request_bytes.min(usize::MAX as u64) as usize,
+            max_body: MAX_ACQUISITION_BYTES,
             idle: self.state.stream_idle,
         }
     }
@@ -271,6 +273,13 @@ impl Session {
         let asm = Assembler::new(hdr, MAX_OPEN_SLICES).map_err(|e| format!("HEADER: {e:#}"))?;
         let (ny, nx) = asm.image_size();
         let l = &self.state.limits;
+        let encoded = asm.header().encoded_matrix[0];
+        if asm.is_cartesian() && encoded > 4 * l.max_size {
+            return Err(format!(
+                "HEADER: the encoded readout has {encoded} samples; expected at most {}",
+                4 * l.max_size
+            ));
+        }
         for (what, v) in [("rows", ny), ("columns", nx)] {
             if v < l.min_size || v > l.max_size {
                 return Err(format!(
@@ -309,21 +318,33 @@ impl Session {
         let Some(asm) = self.asm.as_mut() else {
             return Err("ACQUISITION before HEADER; send the MRD XML header first".into());
         };
-        if self.partial.is_none() && !flag(&head, mrd::flags::IS_NOISE_MEASUREMENT) {
+        let max_coils = self.state.limits.max_coils;
+        if head.channels > max_coils {
+            return Err(format!(
+                "the acquisition has {} channels; at most {max_coils} are accepted",
+                head.channels
+            ));
+        }
+        if asm.opens_slice(&head) {
+            // the incomplete slices' memory, admitted before the new one is allocated
+            let open = asm.open_count() as u64 + 1;
             let bytes = asm
                 .partial_bytes(head.channels)
-                .and_then(|b| b.checked_mul(MAX_OPEN_SLICES.min(4) as u64));
+                .and_then(|b| b.checked_mul(open));
             let what = format!(
-                "incomplete slices of {} coils at {:?}",
+                "{open} incomplete slices of {} coils at {:?}",
                 head.channels,
                 asm.image_size()
             );
-            self.partial = Some(
-                self.state
+            match &mut self.partial {
+                Some(r) => r.grow_to(&what, bytes),
+                None => self
+                    .state
                     .budget
                     .admit(&what, bytes)
-                    .map_err(|e| e.to_string())?,
-            );
+                    .map(|r| self.partial = Some(r)),
+            }
+            .map_err(|e| e.to_string())?;
         }
         let pushed = asm
             .push(&head, data, &trajectory)
@@ -375,10 +396,6 @@ impl Session {
         });
         Ok(())
     }
-}
-
-fn flag(a: &mrd::AcqHead, n: u32) -> bool {
-    mrd::flags::has(a.flags, n)
 }
 
 fn head_counter(a: &mrd::AcqHead) -> String {
