@@ -14,18 +14,6 @@ use num_complex::Complex32;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let out = dir.join(name);
-    common::run(
-        Command::new("ismrmrd_generate_cartesian_shepp_logan")
-            .args(args)
-            .arg("-o")
-            .arg(&out)
-            .current_dir(dir),
-    );
-    out
-}
-
 fn py(script: &str) -> String {
     common::run(common::python().arg("-c").arg(script))
 }
@@ -94,7 +82,7 @@ fn args(server: &str, input: PathBuf, out: PathBuf) -> ReconArgs {
 fn fully_sampled_mrd_matches_the_ismrmrd_reference_recon_and_the_phantom() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let f = generate(d, "full.h5", &["-m", "256", "-c", "8"]);
+    let f = common::shepp_logan_mrd(d, "full.h5", &["-m", "256", "-c", "8"]);
     let input = read_input(&f).unwrap();
     let v = &input.volume;
     // 2× readout oversampling (512 samples) removed: the reconSpace matrix is 256 × 256.
@@ -147,7 +135,7 @@ fn fully_sampled_mrd_matches_the_ismrmrd_reference_recon_and_the_phantom() {
 fn undersampled_mrd_with_noise_and_repetitions() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let f = generate(
+    let f = common::shepp_logan_mrd(
         d,
         "us.h5",
         &[
@@ -256,7 +244,12 @@ fn undersampled_mrd_with_noise_and_repetitions() {
     let gt = phantom(&f, &d.join("phantom.npy"));
     let rt = runtime();
     // The same phantom fully sampled (another noise draw): the best the undersampled data can give.
-    let full = read_input(&generate(d, "full.h5", &["-m", "128", "-c", "8"])).unwrap();
+    let full = read_input(&common::shepp_logan_mrd(
+        d,
+        "full.h5",
+        &["-m", "128", "-c", "8"],
+    ))
+    .unwrap();
     let gt_full = rss(full.volume.slice(0), 128, 128);
     rt.block_on(async {
         let server = TestServer::start(ServeConfig::for_tests()).await;
@@ -303,7 +296,7 @@ fn undersampled_mrd_with_noise_and_repetitions() {
 fn mrd_through_the_cli_binary() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let f = generate(
+    let f = common::shepp_logan_mrd(
         d,
         "cli.mrd",
         &["-m", "64", "-c", "4", "-a", "2", "-w", "16"],
@@ -469,7 +462,7 @@ fn error_of(path: &Path) -> String {
 fn bad_inputs_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let f = generate(d, "ok.h5", &["-m", "32", "-c", "2"]);
+    let f = common::shepp_logan_mrd(d, "ok.h5", &["-m", "32", "-c", "2"]);
     let bytes = std::fs::read(&f).unwrap();
 
     std::fs::write(d.join("garbage.h5"), b"this is not HDF5 at all").unwrap();

@@ -14,21 +14,9 @@ use inferd::serve::ServeConfig;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-fn generate(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
-    let out = dir.join(name);
-    common::run(
-        Command::new("ismrmrd_generate_cartesian_shepp_logan")
-            .args(args)
-            .arg("-o")
-            .arg(&out)
-            .current_dir(dir),
-    );
-    out
-}
 
 /// What a session sent back: images in arrival order with their headers, and TEXT messages.
 struct Returned {
@@ -143,12 +131,12 @@ async fn cartesian_scans_stream_back_the_grpc_images_with_their_geometry() {
     // 8 coils, 2× with 16 calibration lines and a noise scan; 4 coils, 4× with 24 calibration lines.
     // The generator shifts the sampled lines between repetitions (acceleration × repetitions of them).
     let scans = [
-        generate(
+        common::shepp_logan_mrd(
             dir.path(),
             "r2.h5",
             &["-m", "128", "-c", "8", "-a", "2", "-w", "16", "-C"],
         ),
-        generate(
+        common::shepp_logan_mrd(
             dir.path(),
             "r4.h5",
             &["-m", "128", "-c", "4", "-a", "4", "-w", "24", "-r", "1"],
@@ -388,7 +376,7 @@ async fn malformed_sessions_end_with_err_and_the_server_keeps_serving() {
     let server = TestServer::start_with_mrd(ServeConfig::for_tests()).await;
     let addr = server.mrd_addr.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let scan = generate(
+    let scan = common::shepp_logan_mrd(
         dir.path(),
         "sl.h5",
         &["-m", "64", "-c", "2", "-a", "2", "-w", "8"],

@@ -268,10 +268,7 @@ pub fn i64_raw(v: &[i64]) -> Vec<u8> {
 
 /// KServe raw contents as FP32 values (a trailing partial value is ignored).
 pub fn raw_f32(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4-byte chunk")))
-        .collect()
+    crate::io::le_f32s(bytes)
 }
 
 /// Typed access to request parameters.

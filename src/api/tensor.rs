@@ -100,16 +100,7 @@ pub fn decode_f32(t: &Tensor, what: &str, shape: &[usize], layout: &str) -> Resu
 pub fn decode_c64(t: &Tensor, what: &str, shape: &[usize], layout: &str) -> Result<Vec<Complex32>> {
     check(t, what, DataType::Complex64, shape, layout)?;
     heavy(t.data.len(), || {
-        let v: Vec<Complex32> = t
-            .data
-            .chunks_exact(8)
-            .map(|c| {
-                Complex32::new(
-                    f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
-                    f32::from_le_bytes([c[4], c[5], c[6], c[7]]),
-                )
-            })
-            .collect();
+        let v: Vec<Complex32> = crate::io::le_c64s(&t.data);
         match v
             .iter()
             .position(|x| !x.re.is_finite() || !x.im.is_finite())

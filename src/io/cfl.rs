@@ -58,15 +58,7 @@ pub fn read(path: &Path) -> anyhow::Result<Cfl> {
         bytes.len(),
         n * 8
     );
-    let data = bytes
-        .chunks_exact(8)
-        .map(|c| {
-            Complex32::new(
-                f32::from_le_bytes(c[..4].try_into().unwrap()),
-                f32::from_le_bytes(c[4..].try_into().unwrap()),
-            )
-        })
-        .collect();
+    let data = super::le_c64s(&bytes);
     Ok(Cfl { dims, data })
 }
 

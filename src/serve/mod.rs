@@ -182,23 +182,23 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let metrics = match config.metrics_addr {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?,
-        ),
-        None => None,
-    };
-    let mrd = match config.mrd_addr {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for MRD streaming: {e}"))?,
-        ),
-        None => None,
-    };
+    let metrics = bind(config.metrics_addr, "metrics").await?;
+    let mrd = bind(config.mrd_addr, "MRD streaming").await?;
     serve_listeners(config, listener, metrics, mrd, shutdown).await
+}
+
+/// A listener on `addr` when one is configured.
+async fn bind(
+    addr: Option<std::net::SocketAddr>,
+    what: &str,
+) -> anyhow::Result<Option<TcpListener>> {
+    match addr {
+        Some(addr) => TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for {what}: {e}")),
+        None => Ok(None),
+    }
 }
 
 /// [`serve`] with the metrics listener given (tests bind port 0).

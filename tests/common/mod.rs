@@ -29,6 +29,17 @@ pub fn python() -> Command {
     Command::new(std::env::var("INFERD_PYTHON").unwrap_or_else(|_| "python3".into()))
 }
 
+/// An MRD file written by the ISMRMRD tools' `ismrmrd_generate_cartesian_shepp_logan` with `args`.
+pub fn shepp_logan_mrd(dir: &Path, name: &str, args: &[&str]) -> PathBuf {
+    let out = dir.join(name);
+    run(Command::new("ismrmrd_generate_cartesian_shepp_logan")
+        .args(args)
+        .arg("-o")
+        .arg(&out)
+        .current_dir(dir));
+    out
+}
+
 pub fn bart(args: &[&str], dir: &Path) -> String {
     run(Command::new("bart").args(args).current_dir(dir))
 }

@@ -178,19 +178,7 @@ pub async fn read_message<R: AsyncRead + Unpin>(
             )
             .await?;
             let db = bytes(r, values.unwrap_or(0) * 8, l.idle, "ACQUISITION data").await?;
-            let trajectory = tb
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                .collect();
-            let data = db
-                .chunks_exact(8)
-                .map(|c| {
-                    Complex32::new(
-                        f32::from_le_bytes(c[..4].try_into().unwrap()),
-                        f32::from_le_bytes(c[4..].try_into().unwrap()),
-                    )
-                })
-                .collect();
+            let (trajectory, data) = (crate::io::le_f32s(&tb), crate::io::le_c64s(&db));
             Ok(Message::Acquisition {
                 head,
                 trajectory,
