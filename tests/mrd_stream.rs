@@ -617,3 +617,53 @@ async fn returned_images_become_valid_dicom_with_inferds_writer() {
     assert!(errors.is_empty(), "{errors:#?}");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_port_serves_clients_with_certificates_and_refuses_plaintext() {
+    let pki = common::pki::Pki::new();
+    let mut config = ServeConfig::for_tests();
+    config.tls_cert = Some(pki.path("server.pem"));
+    config.tls_key = Some(pki.path("server.key"));
+    config.tls_client_ca = Some(pki.path("ca.pem"));
+    let server = TestServer::start_with_mrd(config).await;
+    let addr = server.mrd_addr.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scan = common::shepp_logan_mrd(dir.path(), "sl.h5", &["-m", "64", "-c", "2"]);
+    let tls = |who: &str| {
+        vec![
+            "--tls-ca".to_string(),
+            pki.path("ca.pem").display().to_string(),
+            "--tls-cert".to_string(),
+            pki.path(&format!("{who}.pem")).display().to_string(),
+            "--tls-key".to_string(),
+            pki.path(&format!("{who}.key")).display().to_string(),
+        ]
+    };
+    let args = tls("client");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let got = stream(addr, &scan, &dir.path().join("tls.npz"), &args);
+    assert!(got.texts.is_empty(), "{:?}", got.texts);
+    assert_eq!(got.images.len(), 1);
+    // a client certificate from another CA, and plaintext, get no session
+    let args = tls("intruder");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let refused = client_command(addr, &scan, &dir.path().join("x.npz"), &args)
+        .output()
+        .unwrap();
+    assert!(
+        !refused.status.success(),
+        "a foreign certificate must fail the handshake"
+    );
+    let plain = tokio::task::spawn_blocking(move || raw_session(addr, &config_file("inferd")))
+        .await
+        .unwrap();
+    assert!(
+        plain.is_empty() || plain[0] == 0x15,
+        "TLS alert or nothing: {plain:?}"
+    );
+    let args = tls("client");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let again = stream(addr, &scan, &dir.path().join("again.npz"), &args);
+    assert_eq!(again.images.len(), 1, "still serving");
+    server.stop().await;
+}

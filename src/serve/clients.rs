@@ -110,15 +110,26 @@ pub struct ClientPolicy {
     id_header: Option<String>,
 }
 
+/// A client certificate's identity: `cert:` and the first 16 hex digits of its SHA-256.
+fn cert_id(der: &[u8]) -> String {
+    let digest = Sha256::digest(der);
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("cert:{hex}")
+}
+
 /// Longest identity taken from a header (longer values are cut).
 const MAX_HEADER_ID: usize = 128;
 
 impl Caller {
-    /// The caller of a raw TCP connection (the MRD streaming port): identified by its address.
-    pub fn peer(addr: std::net::SocketAddr) -> Caller {
+    /// The caller of a raw TCP connection (the MRD streaming port): its mutual-TLS certificate
+    /// (DER) when it presented one, else its address.
+    pub fn peer(addr: std::net::SocketAddr, cert: Option<&[u8]>) -> Caller {
         Caller {
             metadata: MetadataMap::new(),
-            id: format!("ip:{}", addr.ip()),
+            id: match cert {
+                Some(der) => cert_id(der),
+                None => format!("ip:{}", addr.ip()),
+            },
             ip: Some(addr.ip()),
         }
     }
@@ -152,9 +163,7 @@ impl ClientPolicy {
         let id = if let Some(h) = from_header {
             format!("hdr:{h}")
         } else if let Some(cert) = request.peer_certs().and_then(|c| c.first().cloned()) {
-            let digest = Sha256::digest(cert.as_ref());
-            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-            format!("cert:{hex}")
+            cert_id(cert.as_ref())
         } else if let Some(ip) = ip {
             format!("ip:{ip}")
         } else {

@@ -316,8 +316,15 @@ pub async fn serve_listeners(
         let _ = rx.wait_for(|d| *d).await;
     };
     if let Some(l) = mrd_listener {
-        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), "MRD streaming");
-        tokio::spawn(mrd::serve(l, state.clone(), drain_rx.clone()));
+        let tls = mrd::tls_acceptor(&config)?;
+        tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "MRD streaming");
+        tokio::spawn(mrd::serve(
+            l,
+            state.clone(),
+            drain_rx.clone(),
+            tls,
+            config.transport.tls_handshake_timeout(),
+        ));
     }
 
     // TCP_NODELAY: a response goes out as several small writes (headers, data, trailers); with

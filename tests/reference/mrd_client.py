@@ -3,7 +3,7 @@
 and collects what comes back, as python-ismrmrd-server's client.py does.
 
 usage: mrd_client.py HOST PORT INPUT.h5 OUT.npz [--config NAME] [--params JSON] [--mrd-out FILE]
-                     [--stop-after N] [--header-xml FILE]
+                     [--stop-after N] [--header-xml FILE] [--tls-ca CA --tls-cert C --tls-key K]
 
 OUT.npz holds each image's pixels `[rows, columns]` as `img_000`, `img_001`, ... (float32; uint16
 images converted to float32; complex images complex64) in the order they arrived; OUT.npz.json the
@@ -15,6 +15,7 @@ mid-scan). --header-xml sends another header than the file's.
 import argparse
 import json
 import socket
+import ssl
 import threading
 
 import ismrmrd
@@ -82,12 +83,20 @@ def main():
     p.add_argument("--mrd-out", default=None)
     p.add_argument("--stop-after", type=int, default=None)
     p.add_argument("--header-xml", default=None, help="send this XML file as the header")
+    p.add_argument("--tls-ca", default=None, help="connect with TLS, trusting this CA (PEM)")
+    p.add_argument("--tls-cert", default=None, help="client certificate (PEM) for mutual TLS")
+    p.add_argument("--tls-key", default=None, help="its private key (PEM)")
     a = p.parse_args()
 
     xml, acqs = acquisitions(a.input)
     if a.header_xml:
         xml = open(a.header_xml).read()
     sock = socket.create_connection((a.host, a.port))
+    if a.tls_ca:
+        ctx = ssl.create_default_context(cafile=a.tls_ca)
+        if a.tls_cert:
+            ctx.load_cert_chain(a.tls_cert, a.tls_key)
+        sock = ctx.wrap_socket(sock, server_hostname=a.host)
     rfile = sock.makefile("rb")
     wfile = sock.makefile("wb")
     images, texts = [], []

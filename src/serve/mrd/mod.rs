@@ -43,10 +43,9 @@ use crate::metrics::RequestGuard;
 use crate::models::{Family, Input, Output, DEFAULT_RADIAL_MODEL};
 use crate::sched::JobOptions;
 use protocol::{ImageHead, Message, Pixels, WireError, WireLimits};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
 
@@ -63,11 +62,51 @@ const SERIES_MAGNITUDE: u16 = 1;
 const SERIES_COMPLEX: u16 = 2;
 const SERIES_ZERO_FILLED: u16 = 3;
 
-/// Accepts MRD connections until the server drains.
+/// TLS for the MRD port from the server's certificate settings (`--tls-cert`, `--tls-key`; with
+/// `--tls-client-ca` clients must present a certificate signed by it), or `None` without them.
+pub fn tls_acceptor(
+    config: &super::ServeConfig,
+) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::{self, server::WebPkiClientVerifier, RootCertStore};
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else {
+        return Ok(None);
+    };
+    let context = |p: &std::path::Path| format!("cannot read {}", p.display());
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", context(cert)))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("{}: {e}", context(key)))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &config.tls_client_ca {
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for c in CertificateDer::pem_file_iter(ca)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", context(ca)))?
+            {
+                roots.add(c.map_err(|e| anyhow::anyhow!("{}: {e}", context(ca)))?)?;
+            }
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let tls = builder.with_single_cert(certs, key)?;
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))))
+}
+
+/// Accepts MRD connections until the server drains; with `tls`, each connection completes its
+/// handshake within `handshake` or is dropped.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ServerState>,
     mut drain: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    handshake: std::time::Duration,
 ) {
     let mut next_id = 0u64;
     loop {
@@ -76,7 +115,21 @@ pub async fn serve(
                 Ok((stream, peer)) => {
                     next_id += 1;
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(session(state.clone(), stream, peer, next_id));
+                    let (state, tls, id) = (state.clone(), tls.clone(), next_id);
+                    tokio::spawn(async move {
+                        let Some(acceptor) = tls else {
+                            return session(state, stream, Caller::peer(peer, None), id).await;
+                        };
+                        match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => {
+                                let cert = s.get_ref().1.peer_certificates().and_then(|c| c.first());
+                                let caller = Caller::peer(peer, cert.map(|c| c.as_ref()));
+                                session(state, s, caller, id).await
+                            }
+                            Ok(Err(e)) => tracing::info!(session = id, error = %e, "MRD TLS handshake failed"),
+                            Err(_) => tracing::info!(session = id, "MRD TLS handshake timed out"),
+                        }
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "MRD accept failed");
@@ -116,8 +169,11 @@ struct Session {
     scale: Arc<std::sync::OnceLock<f32>>,
 }
 
-async fn session(state: Arc<ServerState>, stream: TcpStream, peer: SocketAddr, id: u64) {
-    let (rd, mut wr) = stream.into_split();
+async fn session<S>(state: Arc<ServerState>, stream: S, caller: Caller, id: u64)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = BufReader::with_capacity(1 << 16, rd);
     let (out, mut rx) = mpsc::channel::<Vec<u8>>(16);
     let writer = tokio::spawn(async move {
@@ -129,7 +185,7 @@ async fn session(state: Arc<ServerState>, stream: TcpStream, peer: SocketAddr, i
         let _ = wr.shutdown().await;
     });
     let mut s = Session {
-        caller: Caller::peer(peer),
+        caller,
         permits: Arc::new(Semaphore::new(state.stream_inflight.max(1))),
         state,
         id,
@@ -181,7 +237,7 @@ impl Session {
         }
     }
 
-    async fn run(&mut self, rd: &mut BufReader<tokio::net::tcp::OwnedReadHalf>) -> End {
+    async fn run<R: AsyncRead + Unpin>(&mut self, rd: &mut R) -> End {
         let limits = self.limits();
         loop {
             let msg = match protocol::read_message(rd, &limits).await {
