@@ -667,3 +667,35 @@ async fn tls_port_serves_clients_with_certificates_and_refuses_plaintext() {
     assert_eq!(again.images.len(), 1, "still serving");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scan_in_progress_finishes_when_the_server_drains() {
+    let server = TestServer::start_with_mrd(ServeConfig::for_tests()).await;
+    let addr = server.mrd_addr.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scan = common::shepp_logan_mrd(dir.path(), "sl.h5", &["-m", "64", "-c", "2", "-a", "2"]);
+    let out = dir.path().join("drain.npz");
+    let mut c = client_command(addr, &scan, &out, &["--pause-before-close", "3"]);
+    let client = std::thread::spawn(move || {
+        common::run(&mut c);
+        returned(&out)
+    });
+    // shut down while the client holds its session open
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stopped = tokio::spawn(server.stop());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "no new MRD sessions while draining"
+    );
+    let got = tokio::task::spawn_blocking(move || client.join().unwrap())
+        .await
+        .unwrap();
+    assert!(got.texts.is_empty(), "{:?}", got.texts);
+    assert_eq!(
+        got.images.len(),
+        2,
+        "every slice of the scan came back, then CLOSE"
+    );
+    stopped.await.unwrap();
+}

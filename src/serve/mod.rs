@@ -315,16 +315,17 @@ pub async fn serve_listeners(
     let draining = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|d| *d).await;
     };
+    let mut mrd_task = None;
     if let Some(l) = mrd_listener {
         let tls = mrd::tls_acceptor(&config)?;
         tracing::info!(addr = %l.local_addr().map(|a| a.to_string()).unwrap_or_default(), tls = tls.is_some(), "MRD streaming");
-        tokio::spawn(mrd::serve(
+        mrd_task = Some(tokio::spawn(mrd::serve(
             l,
             state.clone(),
             drain_rx.clone(),
             tls,
             config.transport.tls_handshake_timeout(),
-        ));
+        )));
     }
 
     // TCP_NODELAY: a response goes out as several small writes (headers, data, trailers); with
@@ -425,6 +426,13 @@ pub async fn serve_listeners(
             }
         }
     };
+    // MRD sessions in progress finish their scans within the same grace period
+    if let (Ok(()), Some(task)) = (&outcome, mrd_task) {
+        tokio::select! {
+            _ = task => {}
+            _ = &mut grace_over => tracing::warn!("grace period over; stopping with MRD sessions still running"),
+        }
+    }
     if let Some(loaded) = state.loaded_opt() {
         loaded.scheduler.close();
     }

@@ -17,6 +17,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 
 import ismrmrd
 import ismrmrd.serialization as ser
@@ -83,6 +84,8 @@ def main():
     p.add_argument("--mrd-out", default=None)
     p.add_argument("--stop-after", type=int, default=None)
     p.add_argument("--header-xml", default=None, help="send this XML file as the header")
+    p.add_argument("--pause-before-close", type=float, default=0.0,
+                   help="seconds to wait after the last acquisition before CLOSE")
     p.add_argument("--tls-ca", default=None, help="connect with TLS, trusting this CA (PEM)")
     p.add_argument("--tls-cert", default=None, help="client certificate (PEM) for mutual TLS")
     p.add_argument("--tls-key", default=None, help="its private key (PEM)")
@@ -128,6 +131,8 @@ def main():
                 save(a.out, [], texts)
                 return
             s.serialize(acq)
+        wfile.flush()
+        time.sleep(a.pause_before_close)
         s.close()
         wfile.flush()
     except (BrokenPipeError, ConnectionResetError):

@@ -99,8 +99,9 @@ pub fn tls_acceptor(
     Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))))
 }
 
-/// Accepts MRD connections until the server drains; with `tls`, each connection completes its
-/// handshake within `handshake` or is dropped.
+/// Accepts MRD connections until the server drains, then waits for the sessions in progress to
+/// finish (the caller bounds that wait by the shutdown grace period); with `tls`, each connection
+/// completes its handshake within `handshake` or is dropped.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<ServerState>,
@@ -109,14 +110,16 @@ pub async fn serve(
     handshake: std::time::Duration,
 ) {
     let mut next_id = 0u64;
+    let mut sessions = JoinSet::new();
     loop {
+        while sessions.try_join_next().is_some() {}
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     next_id += 1;
                     let _ = stream.set_nodelay(true);
                     let (state, tls, id) = (state.clone(), tls.clone(), next_id);
-                    tokio::spawn(async move {
+                    sessions.spawn(async move {
                         let Some(acceptor) = tls else {
                             return session(state, stream, Caller::peer(peer, None), id).await;
                         };
@@ -139,6 +142,14 @@ pub async fn serve(
             _ = async { let _ = drain.wait_for(|d| *d).await; } => break,
         }
     }
+    drop(listener);
+    if !sessions.is_empty() {
+        tracing::info!(
+            sessions = sessions.len(),
+            "draining: waiting for MRD sessions to finish"
+        );
+    }
+    while sessions.join_next().await.is_some() {}
 }
 
 /// How a session ended, for the logs and the request metrics.
