@@ -699,3 +699,74 @@ async fn a_scan_in_progress_finishes_when_the_server_drains() {
     );
     stopped.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn images_also_go_to_the_pacs_when_the_session_asks() {
+    use common::orthanc::{Orthanc, AET};
+    let dir = tempfile::tempdir().unwrap();
+    let scan = common::shepp_logan_mrd(dir.path(), "sl.h5", &["-m", "64", "-c", "2", "-a", "2"]);
+    // a server without a PACS refuses the parameter, saying why
+    let plain = TestServer::start_with_mrd(ServeConfig::for_tests()).await;
+    let refused = stream(
+        plain.mrd_addr.unwrap(),
+        &scan,
+        &dir.path().join("refused.npz"),
+        &["--params", r#"{"pacs": true}"#],
+    );
+    assert!(
+        refused
+            .texts
+            .iter()
+            .any(|t| t.contains("no PACS configured")),
+        "{:?}",
+        refused.texts
+    );
+    plain.stop().await;
+
+    let o = Orthanc::start(&dir.path().join("orthanc"));
+    let mut config = ServeConfig::for_tests();
+    config.pacs.pacs_addr = Some(o.dicom_addr());
+    config.pacs.called_aet = AET.into();
+    config.pacs.outbox = dir.path().join("outbox");
+    let server = TestServer::start_with_mrd(config).await;
+    let got = stream(
+        server.mrd_addr.unwrap(),
+        &scan,
+        &dir.path().join("pacs.npz"),
+        &[
+            "--params",
+            r#"{"pacs": true, "seriesdescription": "mrd to pacs"}"#,
+        ],
+    );
+    assert!(got.texts.is_empty(), "{:?}", got.texts);
+    let n = got.images.len();
+    assert_eq!(n, 2);
+    for _ in 0..300 {
+        if o.instances().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ids = o.instances();
+    assert_eq!(
+        ids.len(),
+        n,
+        "every magnitude image arrived in the PACS once"
+    );
+    let tags: Vec<Value> = ids.iter().map(|id| o.instance_tags(id)).collect();
+    for t in &tags {
+        assert_eq!(t["SeriesDescription"], "mrd to pacs recon-unrolled");
+        assert_eq!(t["Rows"], "64");
+        assert_eq!(
+            t["SeriesInstanceUID"], tags[0]["SeriesInstanceUID"],
+            "one series"
+        );
+    }
+    let mut numbers: Vec<&str> = tags
+        .iter()
+        .map(|t| t["InstanceNumber"].as_str().unwrap())
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, ["1", "2"]);
+    server.stop().await;
+}

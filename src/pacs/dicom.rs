@@ -286,6 +286,19 @@ impl Series {
         rows: usize,
         cols: usize,
     ) -> anyhow::Result<EncodedImage> {
+        self.encode_placed(index, image, rows, cols, None)
+    }
+
+    /// [`Series::encode`] with the slice's plane given (a series whose slices arrive one by one,
+    /// such as a scan streamed over MRD) instead of taken from the series' information.
+    pub fn encode_placed(
+        &self,
+        index: usize,
+        image: &[f32],
+        rows: usize,
+        cols: usize,
+        plane: Option<SlicePlacement>,
+    ) -> anyhow::Result<EncodedImage> {
         ensure!(
             image.len() == rows * cols && rows > 0 && cols > 0,
             "image has {} pixels, expected {rows} x {cols}",
@@ -315,7 +328,7 @@ impl Series {
         let sop_uid = self.uid_root.generate();
         let info = &self.info;
         let text = |v: &Option<String>, n: usize| clean(v.as_deref().unwrap_or(""), n);
-        let placement = self.placement(index, rows, cols);
+        let placement = plane.unwrap_or_else(|| self.placement(index, rows, cols));
         let spacing = self.pixel_spacing(rows, cols);
         let normal = cross(placement.row_dir, placement.col_dir);
         let (content_date, content_time) = now_dicom();

@@ -7,7 +7,7 @@ use super::config::PacsConfig;
 use crate::api::dicom::DicomPlan;
 use crate::api::validate::ReconPlan;
 use crate::error::{Error, Result};
-use crate::io::acquisition::centre_crop;
+use crate::io::acquisition::{centre_crop, SlicePlacement};
 use crate::metrics::Metrics;
 use crate::pacs::dicom::{Provenance, Series};
 use crate::pacs::outbox::{Backoff, Delivery, Outbox, OutboxError};
@@ -125,6 +125,22 @@ impl DicomOut {
         ny: usize,
         nx: usize,
     ) -> Result<Emitted> {
+        self.emit_placed(series, d, index, magnitude, ny, nx, None)
+            .await
+    }
+
+    /// [`DicomOut::emit`] with the slice's plane given (see [`Series::encode_placed`]).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn emit_placed(
+        &self,
+        series: Arc<Series>,
+        d: &DicomPlan,
+        index: usize,
+        magnitude: Vec<f32>,
+        ny: usize,
+        nx: usize,
+        plane: Option<SlicePlacement>,
+    ) -> Result<Emitted> {
         let crop = d.crop;
         let store = d.store;
         let outbox = self.pacs.as_ref().map(|p| p.outbox.clone());
@@ -134,7 +150,7 @@ impl DicomOut {
                 None => (magnitude, ny, nx),
             };
             let enc = series
-                .encode(index, &image, rows, cols)
+                .encode_placed(index, &image, rows, cols, plane)
                 .map_err(|e| Error::Internal(format!("DICOM encoding failed: {e}")))?;
             let queued = match (store, outbox) {
                 (true, Some(outbox)) => {
@@ -166,6 +182,11 @@ impl DicomOut {
             file: d.return_dicom.then_some(file),
             queued,
         })
+    }
+
+    /// Whether a PACS is configured (`--pacs`).
+    pub fn has_pacs(&self) -> bool {
+        self.pacs.is_some()
     }
 
     /// Stops delivery after the current association; pending images stay in the outbox.

@@ -34,6 +34,7 @@ pub use params::{Params, PixelType};
 use super::budget::Reservation;
 use super::clients::Caller;
 use super::state::ServerState;
+use crate::api::dicom::DicomPlan;
 use crate::api::pb;
 use crate::api::{tensor, validate};
 use crate::error::Error;
@@ -41,6 +42,7 @@ use crate::io::acquisition::centre_crop;
 use crate::io::mrd::{self, AssembledSlice, Assembler, MrdHeader, Pushed, SliceData};
 use crate::metrics::RequestGuard;
 use crate::models::{Family, Input, Output, DEFAULT_RADIAL_MODEL};
+use crate::pacs::dicom::{Provenance, Series};
 use crate::sched::JobOptions;
 use protocol::{ImageHead, Message, Pixels, WireError, WireLimits};
 use std::sync::Arc;
@@ -178,6 +180,8 @@ struct Session {
     slices: u16,
     /// The uint16 scale of the session's images, once the first image has set it.
     scale: Arc<std::sync::OnceLock<f32>>,
+    /// The DICOM series the magnitude images are stored in the PACS as (`pacs` parameter).
+    series: Option<Arc<Series>>,
 }
 
 async fn session<S>(state: Arc<ServerState>, stream: S, caller: Caller, id: u64)
@@ -209,6 +213,7 @@ where
         out,
         slices: 0,
         scale: Arc::default(),
+        series: None,
     };
     tracing::info!(session = id, "MRD session started");
     let end = s.run(&mut rd).await;
@@ -372,8 +377,42 @@ impl Session {
             .map_err(|e| e.to_string())?;
         let info = &loaded.models[model];
         self.model = Some((model, validate::network_width(info), info.name.clone()));
+        if self.params.pacs {
+            self.series = Some(self.pacs_series(asm.header(), &info.name, asm.is_cartesian())?);
+        }
         self.asm = Some(asm);
         Ok(())
+    }
+
+    /// The DICOM series of the session's magnitude images in the PACS: patient, study and
+    /// acquisition attributes from the MRD header, one series per session.
+    fn pacs_series(
+        &self,
+        hdr: &MrdHeader,
+        model: &str,
+        cartesian: bool,
+    ) -> Result<Arc<Series>, String> {
+        let dicom = &self.state.dicom;
+        if !dicom.has_pacs() {
+            return Err(
+                "pacs asks for PACS delivery, but this server has no PACS configured \
+                        (--pacs HOST:PORT)"
+                    .into(),
+            );
+        }
+        let mut info = hdr.info.clone();
+        if let Some(d) = &self.params.series_description {
+            info.series_description = Some(d.clone());
+        }
+        let provenance = Provenance {
+            model: model.to_string(),
+            acceleration: None,
+            sampling: if cartesian { "Cartesian" } else { "radial" }.into(),
+            data_consistency: String::new(),
+        };
+        Series::new(info, &dicom.uid_root, 1, &provenance, 1)
+            .map(Arc::new)
+            .map_err(|e| format!("HEADER: cannot describe the images as DICOM: {e:#}"))
     }
 
     async fn acquisition(
@@ -456,6 +495,7 @@ impl Session {
             request_id: format!("mrd-{}-{}", self.id, self.slices),
             out: self.out.clone(),
             scale: self.scale.clone(),
+            series: self.series.clone(),
         };
         self.inflight.spawn(async move {
             let _permit = permit;
@@ -490,6 +530,7 @@ struct SliceJob {
     request_id: String,
     out: mpsc::Sender<Vec<u8>>,
     scale: Arc<std::sync::OnceLock<f32>>,
+    series: Option<Arc<Series>>,
 }
 
 impl SliceJob {
@@ -570,12 +611,58 @@ impl SliceJob {
                 "a reconstruction model answered with something else".into(),
             ));
         };
+        if let Some(series) = &self.series {
+            self.store(series.clone(), &slice, o.magnitude.clone())
+                .await?;
+        }
         for msg in self.images(&slice, &o, fraction) {
             if self.out.send(msg).await.is_err() {
                 return Err(Error::Cancelled("the client left".into()));
             }
         }
         Ok(())
+    }
+
+    /// Rows of the images sent back: the reconstruction matrix's when phase encoding is
+    /// oversampled.
+    fn rows(&self, s: &AssembledSlice) -> usize {
+        match self.hdr.recon_matrix[1] {
+            r if r > 0 && r < s.ny => r,
+            _ => s.ny,
+        }
+    }
+
+    /// Stores the magnitude image in the PACS outbox (answered once it is on disk).
+    async fn store(
+        &self,
+        series: Arc<Series>,
+        s: &AssembledSlice,
+        magnitude: Vec<f32>,
+    ) -> Result<(), Error> {
+        let rows = self.rows(s);
+        let fov = [self.hdr.recon_fov[0], self.hdr.recon_fov[1]];
+        let a = &s.first;
+        let plane = mrd::plane(a.position, a.read_dir, a.phase_dir, fov, rows, s.nx);
+        let plan = DicomPlan {
+            return_dicom: false,
+            store: true,
+            info: Default::default(),
+            series_number: series.series_number,
+            crop: Some([rows, s.nx]),
+        };
+        self.state
+            .dicom
+            .emit_placed(
+                series,
+                &plan,
+                self.index as usize - 1,
+                magnitude,
+                s.ny,
+                s.nx,
+                plane,
+            )
+            .await
+            .map(|_| ())
     }
 
     /// The slice's IMAGE messages (magnitude, then complex and zero-filled when asked for).
@@ -586,11 +673,7 @@ impl SliceJob {
         fraction: f32,
     ) -> Vec<Vec<u8>> {
         let h = &self.hdr;
-        // phase-encoding oversampling: the reconstruction matrix may have fewer rows
-        let rows = match h.recon_matrix[1] {
-            r if r > 0 && r < s.ny => r,
-            _ => s.ny,
-        };
+        let rows = self.rows(s);
         let cols = s.nx;
         let crop = |img: &[f32]| centre_crop(img, s.ny, s.nx, rows, cols);
         let f3 = |v: [f64; 3]| v.map(|x| x as f32);

@@ -109,6 +109,14 @@ pub const PARAMETERS: &[ParamSpec] = &[
         default: "false",
     },
     ParamSpec {
+        id: "pacs",
+        label: "Send to PACS",
+        information: "Also store the magnitude images in the PACS the server is configured with, \
+                      through its durable outbox",
+        kind: Kind::Boolean,
+        default: "false",
+    },
+    ParamSpec {
         id: "seriesdescription",
         label: "Series description",
         information: "Series description of the images (default: the scan's, with inferd)",
@@ -137,6 +145,8 @@ pub struct Params {
     pub pixel_type: PixelType,
     pub complex: bool,
     pub zero_filled: bool,
+    /// Store the magnitude images in the server's PACS too.
+    pub pacs: bool,
     pub series_description: Option<String>,
 }
 
@@ -270,6 +280,7 @@ impl Params {
             pixel_type,
             complex: value("complex")?.as_bool().unwrap_or(false),
             zero_filled: value("zerofilled")?.as_bool().unwrap_or(false),
+            pacs: value("pacs")?.as_bool().unwrap_or(false),
             series_description: (!description.is_empty()).then_some(description),
         })
     }
