@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs inferd's whole test suite. Installs the independent references the tests compare against when
-# they are missing: BART, the openssl CLI, Orthanc (a real PACS), dcmtk, dicom3tools and the ISMRMRD
+# they are missing: BART, the openssl CLI, Orthanc (a real PACS) with its DICOMweb plugin, dcmtk, dicom3tools and the ISMRMRD
 # tools (Debian packages); PyTorch, PyTorch Geometric, safetensors, numpy, scipy, pydicom, h5py, grpcio with health checking and
 # reflection, NVIDIA's tritonclient and FINUFFT (PyPI).
 set -euo pipefail
@@ -10,6 +10,7 @@ need_apt=()
 command -v bart >/dev/null 2>&1 || need_apt+=(bart)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v Orthanc >/dev/null 2>&1 || need_apt+=(orthanc)
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need_apt+=(orthanc-dicomweb)
 command -v storescu >/dev/null 2>&1 || need_apt+=(dcmtk)
 command -v dciodvfy >/dev/null 2>&1 || need_apt+=(dicom3tools)
 command -v ismrmrd_generate_cartesian_shepp_logan >/dev/null 2>&1 || need_apt+=(ismrmrd-tools)

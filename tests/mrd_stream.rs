@@ -770,3 +770,81 @@ async fn images_also_go_to_the_pacs_when_the_session_asks() {
     assert_eq!(numbers, ["1", "2"]);
     server.stop().await;
 }
+
+/// Orthanc with its DICOMweb plugin (Debian's orthanc-dicomweb) and HTTP basic authentication.
+fn orthanc_dicomweb(dir: &Path) -> common::orthanc::Orthanc {
+    common::orthanc::Orthanc::start_with(
+        dir,
+        serde_json::json!({
+            "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+            "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
+            "AuthenticationEnabled": true,
+            "RegisteredUsers": { "inferd": "s3cret" },
+        }),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stow_rs_delivers_to_a_dicomweb_archive_and_keeps_images_when_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let scan = common::shepp_logan_mrd(dir.path(), "sl.h5", &["-m", "64", "-c", "2", "-a", "2"]);
+    let o = orthanc_dicomweb(&dir.path().join("orthanc"));
+    let url = format!("http://127.0.0.1:{}/dicom-web", o.http_port());
+    let start = |password: &str, outbox: &str| {
+        let pw = dir.path().join(format!("{outbox}.pw"));
+        std::fs::write(&pw, format!("{password}\n")).unwrap();
+        let mut config = ServeConfig::for_tests();
+        config.pacs.stow_url = Some(url.clone());
+        config.pacs.stow_user = Some("inferd".into());
+        config.pacs.stow_password_file = Some(pw);
+        config.pacs.outbox = dir.path().join(outbox);
+        config.pacs.retry_max_s = 0.2;
+        TestServer::start_with_mrd(config)
+    };
+    let params = ["--params", r#"{"pacs": true}"#];
+
+    // wrong credentials: the archive answers 401, nothing is lost, the images wait in the outbox
+    let server = start("wrong", "outbox-a").await;
+    let got = stream(
+        server.mrd_addr.unwrap(),
+        &scan,
+        &dir.path().join("a.npz"),
+        &params,
+    );
+    assert!(got.texts.is_empty(), "{:?}", got.texts);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(o.instances().is_empty());
+    let waiting = std::fs::read_dir(dir.path().join("outbox-a/pending"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "dcm")
+        })
+        .count();
+    assert_eq!(waiting, 2, "both images wait in the outbox");
+    server.stop().await;
+
+    // the right ones: delivered by STOW-RS, once each
+    let server = start("s3cret", "outbox-b").await;
+    let got = stream(
+        server.mrd_addr.unwrap(),
+        &scan,
+        &dir.path().join("b.npz"),
+        &params,
+    );
+    assert!(got.texts.is_empty(), "{:?}", got.texts);
+    for _ in 0..300 {
+        if o.instances().len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(o.instances().len(), 2, "see {}", o.log_path().display());
+    for id in o.instances() {
+        assert_eq!(o.instance_tags(&id)["Modality"], "MR");
+    }
+    server.stop().await;
+}

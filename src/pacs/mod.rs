@@ -4,12 +4,14 @@
 //! - [`dicom`]: MR Image Storage objects for reconstructed slices, one series per reconstruction.
 //! - [`uid`]: UID generation under a configurable root.
 //! - [`scu`]: the network side, a blocking DICOM service class user (C-ECHO, C-STORE).
+//! - [`stow`]: the other route to an archive, DICOMweb STOW-RS over HTTP(S).
 //! - [`outbox`]: a write-ahead queue on disk and the background [`outbox::Delivery`] that drains it
 //!   into the PACS, so that an image is never lost because the PACS was down or the process restarted.
 
 pub mod dicom;
 pub mod outbox;
 pub mod scu;
+pub mod stow;
 pub mod uid;
 
 use anyhow::{bail, Context};
@@ -26,6 +28,42 @@ pub struct PacsTarget {
     pub calling_aet: String,
     /// Limit for connecting and for every single read or write on the socket.
     pub timeout: Duration,
+}
+
+/// Where the outbox delivers: a DICOM peer by C-STORE, or a DICOMweb archive by STOW-RS.
+#[derive(Clone)]
+pub enum Route {
+    CStore(PacsTarget),
+    Stow(stow::StowTarget),
+}
+
+impl From<PacsTarget> for Route {
+    fn from(t: PacsTarget) -> Self {
+        Route::CStore(t)
+    }
+}
+
+impl std::fmt::Display for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::CStore(t) => t.fmt(f),
+            Route::Stow(t) => t.fmt(f),
+        }
+    }
+}
+
+impl Route {
+    /// Sends `files`, reporting each answered instance (see [`scu::store_each`]).
+    pub fn store_each(
+        &self,
+        files: &[Vec<u8>],
+        on_outcome: impl FnMut(usize, scu::StoreOutcome),
+    ) -> anyhow::Result<()> {
+        match self {
+            Route::CStore(t) => scu::store_each(t, files, on_outcome),
+            Route::Stow(t) => t.store_each(files, on_outcome),
+        }
+    }
 }
 
 /// AE titles used when none are configured: the PACS's (a common default of DICOM servers) and

@@ -26,7 +26,7 @@
 //!   rather than a full disk.
 
 use super::scu::{self, StatusClass, StoreOutcome};
-use super::PacsTarget;
+use super::Route;
 use crate::metrics::Metrics;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
@@ -433,7 +433,7 @@ pub struct Delivery {
 impl Delivery {
     pub fn start(
         outbox: Arc<Outbox>,
-        target: PacsTarget,
+        target: impl Into<Route>,
         backoff: Backoff,
         metrics: Option<Arc<Metrics>>,
     ) -> Delivery {
@@ -447,7 +447,7 @@ impl Delivery {
         *outbox.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(signal.clone());
         let worker = Worker {
             outbox: outbox.clone(),
-            target,
+            target: target.into(),
             backoff,
             metrics,
             signal: signal.clone(),
@@ -512,7 +512,7 @@ impl Drop for Delivery {
 
 struct Worker {
     outbox: Arc<Outbox>,
-    target: PacsTarget,
+    target: Route,
     backoff: Backoff,
     metrics: Option<Arc<Metrics>>,
     signal: Arc<Signal>,
@@ -615,7 +615,7 @@ impl Worker {
         let outbox = self.outbox.clone();
         let metrics = self.metrics.clone();
         let transient = &mut self.transient;
-        let result = scu::store_each(&self.target, &files, |i, o: StoreOutcome| {
+        let result = self.target.store_each(&files, |i, o: StoreOutcome| {
             let item = &items[i];
             match scu::classify(o.status) {
                 StatusClass::Stored => {

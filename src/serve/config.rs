@@ -126,6 +126,34 @@ pub struct PacsConfig {
     /// with `dicom.store`. Unset: no delivery (requests asking for it get FAILED_PRECONDITION).
     #[arg(long = "pacs", env = "INFERD_PACS")]
     pub pacs_addr: Option<String>,
+    /// DICOMweb archive to deliver to by STOW-RS instead of C-STORE: its DICOMweb root URL
+    /// (http:// or https://, e.g. https://vna.example/dicom-web); same outbox and retries.
+    #[arg(
+        long = "pacs-stow-url",
+        env = "INFERD_PACS_STOW_URL",
+        conflicts_with = "pacs_addr"
+    )]
+    pub stow_url: Option<String>,
+    /// File holding a bearer token for the STOW-RS archive (`Authorization: Bearer`).
+    #[arg(long = "pacs-stow-token-file", env = "INFERD_PACS_STOW_TOKEN_FILE")]
+    pub stow_token_file: Option<PathBuf>,
+    /// User for HTTP basic authentication to the STOW-RS archive (password from
+    /// --pacs-stow-password-file).
+    #[arg(
+        long = "pacs-stow-user",
+        env = "INFERD_PACS_STOW_USER",
+        requires = "stow_password_file"
+    )]
+    pub stow_user: Option<String>,
+    #[arg(
+        long = "pacs-stow-password-file",
+        env = "INFERD_PACS_STOW_PASSWORD_FILE"
+    )]
+    pub stow_password_file: Option<PathBuf>,
+    /// CA bundle (PEM) for an https STOW-RS URL (default: the system's,
+    /// /etc/ssl/certs/ca-certificates.crt).
+    #[arg(long = "pacs-stow-ca", env = "INFERD_PACS_STOW_CA")]
+    pub stow_ca: Option<PathBuf>,
     /// The PACS's AE title (called AE title).
     #[arg(long = "pacs-aet", env = "INFERD_PACS_AET", default_value = crate::pacs::DEFAULT_CALLED_AET)]
     pub called_aet: String,
@@ -172,6 +200,11 @@ impl Default for PacsConfig {
     fn default() -> Self {
         PacsConfig {
             pacs_addr: None,
+            stow_url: None,
+            stow_token_file: None,
+            stow_user: None,
+            stow_password_file: None,
+            stow_ca: None,
             called_aet: crate::pacs::DEFAULT_CALLED_AET.into(),
             calling_aet: crate::pacs::DEFAULT_CALLING_AET.into(),
             outbox: PathBuf::from("inferd-outbox"),

@@ -11,8 +11,9 @@ use crate::io::acquisition::{centre_crop, SlicePlacement};
 use crate::metrics::Metrics;
 use crate::pacs::dicom::{Provenance, Series};
 use crate::pacs::outbox::{Backoff, Delivery, Outbox, OutboxError};
+use crate::pacs::stow::{StowAuth, StowTarget};
 use crate::pacs::uid::UidRoot;
-use crate::pacs::{scu, PacsTarget};
+use crate::pacs::{scu, PacsTarget, Route};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,18 +42,38 @@ pub struct Emitted {
     pub queued: bool,
 }
 
+/// The STOW-RS credentials the configuration names (read from their files).
+fn stow_auth(cfg: &PacsConfig) -> anyhow::Result<StowAuth> {
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()))
+    };
+    Ok(
+        match (
+            &cfg.stow_token_file,
+            &cfg.stow_user,
+            &cfg.stow_password_file,
+        ) {
+            (Some(t), _, _) => StowAuth::Bearer(read(t)?),
+            (None, Some(user), Some(p)) => StowAuth::Basic {
+                user: user.clone(),
+                password: read(p)?,
+            },
+            _ => StowAuth::None,
+        },
+    )
+}
+
 impl DicomOut {
     /// Opens the outbox (sending what a previous run left in it), checks the PACS with a C-ECHO
     /// in the background (logged; an unreachable PACS does not stop the server: images wait in
     /// the outbox) and starts delivery.
     pub fn start(cfg: &PacsConfig, metrics: Arc<Metrics>) -> anyhow::Result<DicomOut> {
-        let pacs = match &cfg.pacs_addr {
-            None => None,
-            Some(addr) => {
+        let route = match (&cfg.pacs_addr, &cfg.stow_url) {
+            (None, None) => None,
+            (Some(addr), _) => {
                 let target = PacsTarget::parse(addr, &cfg.called_aet, &cfg.calling_aet)?;
-                let outbox = Arc::new(Outbox::open(&cfg.outbox, cfg.outbox_max_mb * 1024 * 1024)?);
-                let (items, bytes) = outbox.pending();
-                tracing::info!(pacs = %target, outbox = %cfg.outbox.display(), pending_items = items, pending_bytes = bytes, "PACS delivery enabled");
                 let echo_target = target.clone();
                 std::thread::spawn(move || match scu::echo(&echo_target) {
                     Ok(()) => tracing::info!(pacs = %echo_target, "PACS answered C-ECHO"),
@@ -60,12 +81,25 @@ impl DicomOut {
                         tracing::warn!(pacs = %echo_target, error = %e, "PACS did not answer C-ECHO; images wait in the outbox until it does")
                     }
                 });
+                Some(Route::CStore(target))
+            }
+            (None, Some(url)) => Some(Route::Stow(StowTarget::new(
+                url,
+                stow_auth(cfg)?,
+                cfg.stow_ca.as_deref(),
+            )?)),
+        };
+        let pacs = match route {
+            None => None,
+            Some(route) => {
+                let outbox = Arc::new(Outbox::open(&cfg.outbox, cfg.outbox_max_mb * 1024 * 1024)?);
+                let (items, bytes) = outbox.pending();
+                tracing::info!(pacs = %route, outbox = %cfg.outbox.display(), pending_items = items, pending_bytes = bytes, "PACS delivery enabled");
                 let backoff = Backoff {
                     max: Duration::from_secs_f64(cfg.retry_max_s.clamp(0.05, 3600.0)),
                     ..Backoff::default()
                 };
-                let delivery =
-                    Delivery::start(outbox.clone(), target.clone(), backoff, Some(metrics));
+                let delivery = Delivery::start(outbox.clone(), route, backoff, Some(metrics));
                 Some(Pacs {
                     outbox,
                     delivery: std::sync::Mutex::new(Some(delivery)),
@@ -85,7 +119,7 @@ impl DicomOut {
         };
         if d.store && self.pacs.is_none() {
             return Err(Error::FailedPrecondition(
-                "dicom.store asks for PACS delivery, but this server has no PACS configured (--pacs HOST:PORT)".into(),
+                "dicom.store asks for PACS delivery, but this server has no PACS configured (--pacs HOST:PORT or --pacs-stow-url URL)".into(),
             ));
         }
         let sampling = if plan.trajectory.is_some() {

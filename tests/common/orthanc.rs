@@ -16,6 +16,8 @@ pub struct Orthanc {
     http_port: u16,
     dicom_port: u16,
     child: Option<Child>,
+    /// `Authorization` value for the REST API when the configuration registers users.
+    auth: Option<String>,
 }
 
 /// A port that was free a moment ago (bound on 127.0.0.1:0 and released).
@@ -72,12 +74,22 @@ impl Orthanc {
         }
         let path = dir.join("orthanc.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let auth = config["RegisteredUsers"].as_object().and_then(|users| {
+            use base64::Engine;
+            let (user, password) = users.iter().next()?;
+            let pair = format!("{user}:{}", password.as_str()?);
+            Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(pair)
+            ))
+        });
         let mut o = Orthanc {
             dir: dir.to_path_buf(),
             config: path,
             http_port,
             dicom_port,
             child: None,
+            auth,
         };
         o.spawn();
         o
@@ -154,7 +166,7 @@ impl Orthanc {
 
     /// A GET on the REST API: status code and body; `None` if the connection fails.
     pub fn get(&self, path: &str) -> Option<(u16, Vec<u8>)> {
-        http(self.http_port, "GET", path)
+        http(self.http_port, "GET", path, self.auth.as_deref())
     }
 
     /// A GET that must answer 200, parsed as JSON.
@@ -208,12 +220,15 @@ impl Drop for Orthanc {
 }
 
 /// A minimal HTTP/1.1 client (Connection: close, Content-Length or chunked bodies).
-fn http(port: u16, method: &str, path: &str) -> Option<(u16, Vec<u8>)> {
+fn http(port: u16, method: &str, path: &str, auth: Option<&str>) -> Option<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Connection: close\r\n\r\n"
     )
     .ok()?;
     let mut raw = Vec::new();

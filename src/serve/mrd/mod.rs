@@ -396,7 +396,7 @@ impl Session {
         if !dicom.has_pacs() {
             return Err(
                 "pacs asks for PACS delivery, but this server has no PACS configured \
-                        (--pacs HOST:PORT)"
+                        (--pacs HOST:PORT or --pacs-stow-url URL)"
                     .into(),
             );
         }
