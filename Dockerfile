@@ -44,6 +44,8 @@ ARG VERSION=0.1.0
 # Scanner frameworks (Siemens OpenRecon) read the container's description from this label: base64 of
 # deploy/openrecon/label.json, e.g. --build-arg OPENRECON_LABEL="$(base64 -w0 deploy/openrecon/label.json)".
 ARG OPENRECON_LABEL=""
+# The key (with its version suffix after ':') is the one OpenRecon reads, not a reverse-DNS style key.
+# hadolint ignore=DL3048
 LABEL com.siemens-healthineers.magneticresonance.openrecon.metadata:1.1.0="${OPENRECON_LABEL}"
 LABEL org.opencontainers.image.title="inferd" \
       org.opencontainers.image.description="gRPC inference service: MR reconstruction (ReconResNet), Light Schrödinger Bridges, LCM set/graph aggregation; KServe v2 protocol" \
