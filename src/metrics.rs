@@ -71,6 +71,9 @@ pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
     pub inflight: Gauge,
+    /// Bytes reserved against the memory budget by requests and MRD sessions in progress (set when
+    /// scraped).
+    pub memory_reserved_bytes: Gauge,
     pub queue_depth: Family<ModelLabel, Gauge>,
     pub queue_seconds: Hist,
     pub compute_seconds: Hist,
@@ -114,6 +117,12 @@ impl Default for Metrics {
             "inflight_requests",
             "Inference requests admitted and not yet answered",
             inflight.clone(),
+        );
+        let memory_reserved_bytes = Gauge::default();
+        registry.register(
+            "memory_reserved_bytes",
+            "Bytes reserved against the memory budget (--memory-budget-mb) by work in progress",
+            memory_reserved_bytes.clone(),
         );
         let queue_depth = Family::<ModelLabel, Gauge>::default();
         registry.register(
@@ -185,6 +194,7 @@ impl Default for Metrics {
             registry,
             requests,
             inflight,
+            memory_reserved_bytes,
             queue_depth,
             queue_seconds,
             compute_seconds,

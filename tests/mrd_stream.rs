@@ -541,6 +541,19 @@ async fn malformed_sessions_end_with_err_and_the_server_keeps_serving() {
     common::health(&server.url).await;
     let m = server.metrics();
     assert!(m.contains("protocol=\"mrd\""), "MRD sessions are counted");
+    // every session above has ended, however it ended: nothing stays reserved
+    let mut reserved = f64::NAN;
+    for _ in 0..100 {
+        reserved = common::metric(&server.metrics(), &["inferd_memory_reserved_bytes"]);
+        if reserved == 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        reserved, 0.0,
+        "memory still reserved after every session ended"
+    );
     server.stop().await;
 }
 
@@ -846,5 +859,63 @@ async fn stow_rs_delivers_to_a_dicomweb_archive_and_keeps_images_when_refused() 
     for id in o.instances() {
         assert_eq!(o.instance_tags(&id)["Modality"], "MR");
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stow_rs_over_https_with_a_bearer_token() {
+    let pki = common::pki::Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let received = dir.path().join("received");
+    std::fs::create_dir_all(&received).unwrap();
+    let port_file = dir.path().join("port");
+    let mut peer = common::python()
+        .arg(common::repo().join("tests/reference/stow_server.py"))
+        .arg(&port_file)
+        .arg(pki.path("server.pem"))
+        .arg(pki.path("server.key"))
+        .arg("t0ken")
+        .arg(&received)
+        .spawn()
+        .unwrap();
+    let mut port = String::new();
+    for _ in 0..300 {
+        if let Ok(p) = std::fs::read_to_string(&port_file) {
+            port = p;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!port.is_empty(), "the STOW-RS peer did not start");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let mut config = ServeConfig::for_tests();
+    config.pacs.stow_url = Some(format!("https://127.0.0.1:{port}/dicom-web/"));
+    config.pacs.stow_token_file = Some(token);
+    config.pacs.stow_ca = Some(pki.path("ca.pem"));
+    config.pacs.outbox = dir.path().join("outbox");
+    let server = TestServer::start_with_mrd(config).await;
+    let scan = common::shepp_logan_mrd(dir.path(), "sl.h5", &["-m", "64", "-c", "2", "-a", "2"]);
+    let got = stream(
+        server.mrd_addr.unwrap(),
+        &scan,
+        &dir.path().join("out.npz"),
+        &["--params", r#"{"pacs": true}"#],
+    );
+    assert!(got.texts.is_empty(), "{:?}", got.texts);
+    let count = || std::fs::read_dir(&received).unwrap().count();
+    for _ in 0..300 {
+        if count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = peer.kill();
+    let _ = peer.wait();
+    assert_eq!(
+        count(),
+        2,
+        "both images arrived over HTTPS, read back by pydicom"
+    );
     server.stop().await;
 }

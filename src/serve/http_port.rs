@@ -10,11 +10,15 @@ use tokio::net::TcpListener;
 
 fn respond(state: &ServerState, req: &Request<Incoming>) -> Response<String> {
     let (status, content_type, body) = match (req.method().as_str(), req.uri().path()) {
-        ("GET", "/metrics") => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            state.metrics.render(),
-        ),
+        ("GET", "/metrics") => {
+            let reserved = state.budget.in_use().min(i64::MAX as u64) as i64;
+            state.metrics.memory_reserved_bytes.set(reserved);
+            (
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                state.metrics.render(),
+            )
+        }
         ("GET", "/live") => (StatusCode::OK, "text/plain", "live\n".to_string()),
         ("GET", "/ready") if state.ready() => (StatusCode::OK, "text/plain", "ready\n".into()),
         ("GET", "/ready") => (
