@@ -149,23 +149,10 @@ impl DicomOut {
     }
 
     /// Encodes slice `index` and, when asked, stores it in the outbox (on a blocking thread: the
-    /// outbox syncs to disk).
-    pub async fn emit(
-        &self,
-        series: Arc<Series>,
-        d: &DicomPlan,
-        index: usize,
-        magnitude: Vec<f32>,
-        ny: usize,
-        nx: usize,
-    ) -> Result<Emitted> {
-        self.emit_placed(series, d, index, magnitude, ny, nx, None)
-            .await
-    }
-
-    /// [`DicomOut::emit`] with the slice's plane given (see [`Series::encode_placed`]).
+    /// outbox syncs to disk). `plane`: the slice's own plane when the series does not know it (see
+    /// [`Series::encode_placed`]).
     #[allow(clippy::too_many_arguments)]
-    pub async fn emit_placed(
+    pub async fn emit(
         &self,
         series: Arc<Series>,
         d: &DicomPlan,

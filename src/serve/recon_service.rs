@@ -65,7 +65,7 @@ async fn finish_slice(
     if let (Some(series), Some(d), Some(m)) = (series, &plan.dicom, magnitude) {
         let e = state
             .dicom
-            .emit(series.clone(), d, index as usize, m, plan.ny, plan.nx)
+            .emit(series.clone(), d, index as usize, m, plan.ny, plan.nx, None)
             .await?;
         img.sop_instance_uid = e.sop_instance_uid;
         img.dicom = e.file.unwrap_or_default();

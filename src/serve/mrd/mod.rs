@@ -652,7 +652,7 @@ impl SliceJob {
         };
         self.state
             .dicom
-            .emit_placed(
+            .emit(
                 series,
                 &plan,
                 self.index as usize - 1,
