@@ -2,9 +2,11 @@
 # Keeps a persistent cargo target directory from filling its disk. Repeated builds leave every old
 # test binary (one per hash), every old library build and rustc's incremental caches behind; on a
 # machine that runs many builds they grow without bound. When the disk holding the target directory
-# has less than MIN_FREE_GIB free (default 20), this removes the incremental caches and every build
-# output that a newer build of the same name has superseded; if that is still not enough, it removes
-# the whole target directory (the next build starts from scratch).
+# has less than MIN_FREE_GIB free (default 20), this removes the incremental caches and every output
+# of inferd's own crates (test and example binaries, the library) that a newer build of the same name
+# has superseded; dependencies are left alone (several builds of one dependency, with different
+# features or for build scripts, are all in use). If that is still not enough, it removes the whole
+# target directory (the next build starts from scratch).
 #
 # Usage: scripts/prune-target.sh [TARGET_DIR]   (default: $CARGO_TARGET_DIR, else /var/tmp/inferd-target)
 set -euo pipefail
@@ -27,7 +29,11 @@ for profile in "$target"/*/; do
     while IFS= read -r file; do
       if [[ "$file" =~ ^(.+)-[0-9a-f]{16}(\..*)?$ ]]; then
         stem="${BASH_REMATCH[1]}${BASH_REMATCH[2]}"
-        if [ -n "${seen[$stem]:-}" ]; then
+        # inferd's outputs: binaries (no extension) and the library; not dependencies' rlibs
+        own=""
+        [ -z "${BASH_REMATCH[2]}" ] && own=1
+        [[ "$stem" == libinferd.* || "$stem" == inferd.* ]] && own=1
+        if [ -n "$own" ] && [ -n "${seen[$stem]:-}" ]; then
           rm -f "$dir/$file"
         fi
         seen[$stem]=1
