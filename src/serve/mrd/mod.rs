@@ -46,7 +46,7 @@ use crate::pacs::dicom::{Provenance, Series};
 use crate::sched::JobOptions;
 use protocol::{ImageHead, Message, Pixels, WireError, WireLimits};
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -177,7 +177,8 @@ struct Session {
     inflight: JoinSet<Result<(), Error>>,
     permits: Arc<Semaphore>,
     out: mpsc::Sender<Vec<u8>>,
-    slices: u16,
+    /// Slices submitted so far (the next one's image index is this + 1).
+    slices: u32,
     /// The uint16 scale of the session's images, once the first image has set it.
     scale: Arc<std::sync::OnceLock<f32>>,
     /// The DICOM series the magnitude images are stored in the PACS as (`pacs` parameter).
@@ -242,6 +243,13 @@ where
     }
     drop(s);
     let _ = writer.await;
+    if let End::Refused(_) = end {
+        // Read (and drop) what the client still sends for a moment: closing a socket with unread
+        // data resets the connection, and the reset can overtake the ERR on its way to the client.
+        let (mut rest, mut sink) = (rd.take(MAX_ACQUISITION_BYTES as u64), tokio::io::sink());
+        let drain = tokio::io::copy(&mut rest, &mut sink);
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+    }
 }
 
 impl Session {
@@ -478,7 +486,7 @@ impl Session {
             .acquire_owned()
             .await
             .map_err(|_| "the session is closing".to_string())?;
-        self.slices += 1;
+        self.slices = self.slices.saturating_add(1);
         let job = SliceJob {
             state: self.state.clone(),
             options: self
@@ -526,7 +534,8 @@ struct SliceJob {
     model_name: String,
     params: Params,
     hdr: Arc<MrdHeader>,
-    index: u16,
+    /// 1-based position of the slice in the session.
+    index: u32,
     request_id: String,
     out: mpsc::Sender<Vec<u8>>,
     scale: Arc<std::sync::OnceLock<f32>>,
@@ -655,7 +664,7 @@ impl SliceJob {
             .emit(
                 series,
                 &plan,
-                self.index as usize - 1,
+                self.index.saturating_sub(1) as usize,
                 magnitude,
                 s.ny,
                 s.nx,
@@ -697,7 +706,8 @@ impl SliceJob {
             ],
             acquisition_time_stamp: a.acquisition_time_stamp,
             physiology_time_stamp: a.physiology_time_stamp,
-            image_index: self.index,
+            // ISMRMRD's image_index is 16-bit: a session beyond 65535 slices repeats the last
+            image_index: self.index.min(u16::MAX as u32) as u16,
             image_series_index: series,
         };
         let base = self
