@@ -53,7 +53,7 @@ fn main() -> anyhow::Result<()> {
     let budget = MemoryBudget::new(4 << 30, 2 << 30);
     let quotas = ClientQuotas::new(32);
     let admit = || -> anyhow::Result<Input> {
-        let plan = validate::plan(&header, 0, validate::DEFAULT_NETWORK_WIDTH, &limits)?;
+        let plan = validate::plan(&header, validate::DEFAULT_NETWORK_WIDTH, &limits)?;
         let _reservation = budget.reserve("a slice", plan.slice_bytes)?;
         let _slots = quotas.ticket("ip:127.0.0.1").acquire(1)?;
         let s = validate::slice(&plan, &slice, 0)?;

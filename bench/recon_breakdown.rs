@@ -83,7 +83,6 @@ fn main() -> anyhow::Result<()> {
             let h = header(coils, n, dc);
             let plan = validate::plan(
                 &h,
-                0,
                 validate::DEFAULT_NETWORK_WIDTH,
                 &validate::Limits::default(),
             )?;

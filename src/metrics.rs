@@ -226,10 +226,10 @@ impl Metrics {
         }
     }
 
-    fn with_stats(&self, model: &str, f: impl FnOnce(&mut ModelStats)) {
+    fn with_stats(&self, model: &str, version: &str, f: impl FnOnce(&mut ModelStats)) {
         // each update is a few additions: a poisoned lock still holds consistent numbers
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        f(stats.entry(model.to_string()).or_default());
+        f(stats.entry(stats_key(model, version)).or_default());
     }
 
     /// Records one batch run by a device worker: its items' queue times and its compute time, and
@@ -237,6 +237,7 @@ impl Metrics {
     pub fn record_batch(
         &self,
         model: &str,
+        version: &str,
         queued: &[std::time::Duration],
         compute: std::time::Duration,
         ok: bool,
@@ -244,7 +245,7 @@ impl Metrics {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        self.with_stats(model, |s| {
+        self.with_stats(model, version, |s| {
             queued.iter().for_each(|&q| s.queue.add(q));
             if ok {
                 let n = queued.len();
@@ -257,10 +258,13 @@ impl Metrics {
         });
     }
 
-    /// A model's statistics so far.
-    pub fn stats(&self, model: &str) -> ModelStats {
+    /// A model version's statistics so far.
+    pub fn stats(&self, model: &str, version: &str) -> ModelStats {
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
-        stats.get(model).cloned().unwrap_or_default()
+        stats
+            .get(&stats_key(model, version))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Counts a finished request.
@@ -275,21 +279,43 @@ impl Metrics {
     }
 }
 
+/// Statistics are kept per model version (Prometheus series per model name).
+fn stats_key(model: &str, version: &str) -> String {
+    format!("{model}\0{version}")
+}
+
 /// Holds an in-flight slot for the life of a request and counts its outcome once.
 pub struct RequestGuard<'a> {
     metrics: &'a Metrics,
     model: String,
+    version: String,
     protocol: &'static str,
     counted: bool,
     start: std::time::Instant,
 }
 
 impl<'a> RequestGuard<'a> {
-    pub fn new(metrics: &'a Metrics, model: &str, protocol: &'static str) -> Self {
+    /// A request for `model` (its name and version).
+    pub fn new(
+        metrics: &'a Metrics,
+        model: &crate::models::ModelInfo,
+        protocol: &'static str,
+    ) -> Self {
+        Self::for_name(metrics, &model.name, &model.version, protocol)
+    }
+
+    /// A request counted under a model name and version (empty before a model is chosen).
+    pub fn for_name(
+        metrics: &'a Metrics,
+        model: &str,
+        version: &str,
+        protocol: &'static str,
+    ) -> Self {
         metrics.inflight.inc();
         RequestGuard {
             metrics,
             model: model.to_string(),
+            version: version.to_string(),
             protocol,
             counted: false,
             start: std::time::Instant::now(),
@@ -312,7 +338,7 @@ impl<'a> RequestGuard<'a> {
 impl RequestGuard<'_> {
     fn tally(&self, ok: bool) {
         let elapsed = self.start.elapsed();
-        self.metrics.with_stats(&self.model, |s| {
+        self.metrics.with_stats(&self.model, &self.version, |s| {
             if ok {
                 s.success.add(elapsed)
             } else {
@@ -367,16 +393,34 @@ mod tests {
     fn statistics_count_requests_items_and_batches() {
         let m = Metrics::default();
         let ms = Duration::from_millis;
-        m.record_batch("a", &[ms(1), ms(3)], ms(10), true);
-        m.record_batch("a", &[ms(2)], ms(5), true);
-        m.record_batch("a", &[ms(4)], ms(7), false);
-        RequestGuard::new(&m, "a", "kserve")
+        let a = crate::models::ModelInfo {
+            name: "a".into(),
+            version: "1".into(),
+            family: crate::models::Family::Bridge,
+            description: String::new(),
+            parameters: 0,
+            default_batching: crate::models::DefaultBatching {
+                max_batch: 1,
+                max_delay: Duration::ZERO,
+            },
+            properties: Vec::new(),
+        };
+        m.record_batch("a", "1", &[ms(1), ms(3)], ms(10), true);
+        m.record_batch("a", "1", &[ms(2)], ms(5), true);
+        m.record_batch("a", "1", &[ms(4)], ms(7), false);
+        m.record_batch("a", "2", &[ms(4)], ms(7), true);
+        RequestGuard::new(&m, &a, "kserve")
             .finish(Ok::<_, tonic::Status>(()))
             .unwrap();
-        let _ = RequestGuard::new(&m, "a", "kserve")
+        let _ = RequestGuard::new(&m, &a, "kserve")
             .finish(Err::<(), _>(tonic::Status::invalid_argument("bad")));
-        drop(RequestGuard::new(&m, "a", "inferd")); // cancelled: a failure
-        let s = m.stats("a");
+        drop(RequestGuard::new(&m, &a, "inferd")); // cancelled: a failure
+        assert_eq!(
+            m.stats("a", "2").inference_count,
+            1,
+            "versions are counted apart"
+        );
+        let s = m.stats("a", "1");
         assert_eq!((s.success.count, s.fail.count), (1, 2));
         assert_eq!(
             s.queue,
@@ -408,6 +452,6 @@ mod tests {
             }
         );
         assert!(s.last_inference_ms > 0);
-        assert_eq!(m.stats("b"), ModelStats::default());
+        assert_eq!(m.stats("b", "1"), ModelStats::default());
     }
 }

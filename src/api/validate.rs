@@ -122,7 +122,6 @@ pub fn admit(what: &str, bytes: Option<u64>, max_request_bytes: u64) -> Result<(
 /// A validated reconstruction header.
 #[derive(Debug, Clone)]
 pub struct ReconPlan {
-    pub model: usize,
     pub ny: usize,
     pub nx: usize,
     pub coils: usize,
@@ -144,10 +143,9 @@ pub struct ReconPlan {
     pub slice_bytes: u64,
 }
 
-/// Checks a header for the reconstruction model `model` (index of a loaded model, resolved by the
-/// caller from the header's name).
-/// `width`: the model's network width ([`network_width`]), for the memory estimate.
-pub fn plan(h: &pb::ReconHeader, model: usize, width: usize, limits: &Limits) -> Result<ReconPlan> {
+/// Checks a header for a reconstruction model of network width `width` ([`network_width`], for the
+/// memory estimate; the caller resolves the model from the header's name).
+pub fn plan(h: &pb::ReconHeader, width: usize, limits: &Limits) -> Result<ReconPlan> {
     let (ny, nx, coils, slices) = (
         h.height as usize,
         h.width as usize,
@@ -225,7 +223,6 @@ pub fn plan(h: &pb::ReconHeader, model: usize, width: usize, limits: &Limits) ->
         .transpose()?;
     Ok(ReconPlan {
         dicom,
-        model,
         ny,
         nx,
         coils,

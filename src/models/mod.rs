@@ -111,6 +111,8 @@ impl Family {
 #[derive(Debug, Clone)]
 pub struct ModelInfo {
     pub name: String,
+    /// The model repository's version directory ("1" for models given by file or embedded).
+    pub version: String,
     pub family: Family,
     pub description: String,
     pub parameters: u64,
@@ -389,6 +391,7 @@ impl ReconEngine {
         };
         let info = ModelInfo {
             name: name.to_string(),
+            version: "1".into(),
             family: Family::Recon,
             description,
             parameters: c.parameters() as u64 + unrolled.as_ref().map_or(0, |u| u.passes() as u64),
@@ -600,6 +603,7 @@ impl BridgeEngine {
     pub fn new(name: &str, model: LightSb) -> Self {
         let info = ModelInfo {
             name: name.to_string(),
+            version: "1".into(),
             family: Family::Bridge,
             description: format!(
                 "Light Schrödinger Bridge, D = {}, K = {}, epsilon = {}",
@@ -721,6 +725,7 @@ impl GraphEngine {
         let (in_dim, hidden, out_dim) = (model.in_dim, model.hidden, model.out_dim);
         let info = ModelInfo {
             name: name.to_string(),
+            version: "1".into(),
             family: Family::Graph,
             description: if layers == 0 {
                 format!(

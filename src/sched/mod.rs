@@ -4,6 +4,10 @@
 //! The gRPC layer calls [`Scheduler::submit`] and awaits one oneshot reply per item. A full queue
 //! refuses at once (RESOURCE_EXHAUSTED); work whose deadline passes or whose client leaves while it
 //! waits is dropped before it reaches the device. No candle work runs on the async runtime.
+//!
+//! Models come and go at run time (the model repository): each loaded model version gets a queue of
+//! its own ([`Scheduler::add`]) and every queued item holds its model ([`ModelHandle`]), so a version
+//! that is unloaded still finishes the work it admitted, and its memory goes with the last item.
 
 pub mod clients;
 pub mod policy;
@@ -11,7 +15,7 @@ mod worker;
 
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
-use crate::models::{Engine, Input, Output};
+use crate::models::{Engine, Input, ModelInfo, Output};
 pub use policy::Priority;
 use policy::{BatchConfig, Entry, Queues, Rejected, Waiting};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -49,8 +53,34 @@ impl Default for JobOptions {
     }
 }
 
+/// A loaded model version and its queue: what a request resolves a model name to. Cloning it keeps
+/// the model in memory.
+#[derive(Clone)]
+pub struct ModelHandle {
+    pub queue: usize,
+    pub engine: Arc<dyn Engine>,
+}
+
+impl ModelHandle {
+    pub fn info(&self) -> &ModelInfo {
+        self.engine.info()
+    }
+}
+
+impl std::fmt::Debug for ModelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let info = self.info();
+        write!(
+            f,
+            "{} version {} (queue {})",
+            info.name, info.version, self.queue
+        )
+    }
+}
+
 struct Job {
     input: Input,
+    engine: Arc<dyn Engine>,
     reply: oneshot::Sender<Result<Done>>,
     /// The request's span, entered on the worker so its logs carry the request's fields.
     span: tracing::Span,
@@ -66,13 +96,20 @@ impl Waiting for Job {
 
 struct State {
     queues: Queues<Job>,
+    /// Each queue's model name (metric label), indexed like the queues.
+    names: Vec<String>,
     closed: bool,
+}
+
+impl State {
+    fn name(&self, model: usize) -> &str {
+        &self.names[model]
+    }
 }
 
 struct Shared {
     state: Mutex<State>,
     wake: Condvar,
-    engines: Vec<Box<dyn Engine>>,
     metrics: Arc<Metrics>,
 }
 
@@ -83,14 +120,10 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn name(&self, model: usize) -> &str {
-        &self.engines[model].info().name
-    }
-
     /// Takes expired and abandoned items out of the queues, answering the expired ones.
     fn remove_dropped(&self, state: &mut State, now: Instant) {
         for (model, entry, reason) in state.queues.remove_dropped(now) {
-            worker::drop_entry(self, model, entry, reason);
+            worker::drop_entry(self, entry, reason);
             self.record_depth(state, model);
         }
     }
@@ -98,7 +131,7 @@ impl Shared {
     fn record_depth(&self, state: &State, model: usize) {
         self.metrics
             .queue_depth
-            .get_or_create(&Metrics::model(self.name(model)))
+            .get_or_create(&Metrics::model(state.name(model)))
             .set(state.queues.model_len(model) as i64);
     }
 }
@@ -109,10 +142,8 @@ pub struct Scheduler {
     shared: Arc<Shared>,
 }
 
-/// Scheduler settings: one [`BatchConfig`] per engine, the server-wide queue limit and the number
-/// of worker threads.
+/// Scheduler settings: the server-wide queue limit and the number of worker threads.
 pub struct SchedulerConfig {
-    pub batching: Vec<BatchConfig>,
     pub capacity: usize,
     pub workers: usize,
     /// Normal work waiting this long is served as high priority (`None`: strict priority).
@@ -120,21 +151,15 @@ pub struct SchedulerConfig {
 }
 
 impl Scheduler {
-    /// Starts `config.workers` device worker threads serving `engines`.
-    pub fn start(
-        engines: Vec<Box<dyn Engine>>,
-        config: SchedulerConfig,
-        metrics: Arc<Metrics>,
-    ) -> std::io::Result<Self> {
-        assert_eq!(engines.len(), config.batching.len());
+    /// Starts `config.workers` device worker threads; models are added with [`Scheduler::add`].
+    pub fn start(config: SchedulerConfig, metrics: Arc<Metrics>) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
-                queues: Queues::new(&config.batching, config.capacity.max(1))
-                    .with_aging(config.priority_aging),
+                queues: Queues::new(&[], config.capacity.max(1)).with_aging(config.priority_aging),
+                names: Vec::new(),
                 closed: false,
             }),
             wake: Condvar::new(),
-            engines,
             metrics,
         });
         for id in 0..config.workers.max(1) {
@@ -146,14 +171,23 @@ impl Scheduler {
         Ok(Scheduler { shared })
     }
 
-    pub fn batch_config(&self, model: usize) -> BatchConfig {
-        *self.shared.lock().queues.config(model)
+    /// Gives a loaded model version a queue of its own. Queues are never reused, so items of two
+    /// models never share a batch.
+    pub fn add(&self, engine: Arc<dyn Engine>, batching: BatchConfig) -> ModelHandle {
+        let mut state = self.shared.lock();
+        let queue = state.queues.add(batching);
+        state.names.push(engine.info().name.clone());
+        ModelHandle { queue, engine }
+    }
+
+    pub fn batch_config(&self, model: &ModelHandle) -> BatchConfig {
+        *self.shared.lock().queues.config(model.queue)
     }
 
     /// Queues all `inputs` of one request for `model`, or refuses them all at once.
     pub fn submit(
         &self,
-        model: usize,
+        model: &ModelHandle,
         inputs: Vec<Input>,
         options: JobOptions,
     ) -> Result<Vec<Reply>> {
@@ -182,6 +216,7 @@ impl Scheduler {
                     key: input.batch_key(),
                     item: Job {
                         input,
+                        engine: model.engine.clone(),
                         reply,
                         span: span.clone(),
                         _client: slots.pop().flatten(),
@@ -197,8 +232,8 @@ impl Scheduler {
             return Err(Error::Unavailable("the server is shutting down".into()));
         }
         self.shared.remove_dropped(&mut state, now);
-        let name = self.shared.name(model);
-        state.queues.push(model, entries).map_err(|r| match r {
+        let (queue, name) = (model.queue, model.info().name.as_str());
+        state.queues.push(queue, entries).map_err(|r| match r {
             Rejected::ModelFull { waiting, capacity } => Error::ResourceExhausted(format!(
                 "model {name} has {waiting} items waiting (limit {capacity}); retry later"
             )),
@@ -206,7 +241,7 @@ impl Scheduler {
                 "the server has {waiting} items waiting (limit {capacity}); retry later"
             )),
         })?;
-        self.shared.record_depth(&state, model);
+        self.shared.record_depth(&state, queue);
         drop(state);
         self.shared.wake.notify_all();
         Ok(replies)

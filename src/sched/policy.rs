@@ -172,6 +172,15 @@ impl<T: Waiting> Queues<T> {
         }
     }
 
+    /// Adds a queue for one more model; returns its index.
+    pub fn add(&mut self, config: BatchConfig) -> usize {
+        self.models.push(ModelQueue {
+            config,
+            lanes: [VecDeque::new(), VecDeque::new()],
+        });
+        self.models.len() - 1
+    }
+
     pub fn len(&self) -> usize {
         self.models.iter().map(ModelQueue::len).sum()
     }

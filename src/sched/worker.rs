@@ -8,13 +8,13 @@ use crate::metrics::{DropLabels, Metrics};
 use std::time::Instant;
 
 pub(super) fn run(shared: &Shared) {
-    while let Some((model, entries)) = next_batch(shared) {
-        run_batch(shared, model, entries);
+    while let Some(entries) = next_batch(shared) {
+        run_batch(shared, entries);
     }
 }
 
 /// Blocks until a batch is ready; `None` once the scheduler is closed and drained.
-fn next_batch(shared: &Shared) -> Option<(usize, Vec<Entry<Job>>)> {
+fn next_batch(shared: &Shared) -> Option<Vec<Entry<Job>>> {
     let mut state = shared.lock();
     loop {
         let now = Instant::now();
@@ -22,7 +22,7 @@ fn next_batch(shared: &Shared) -> Option<(usize, Vec<Entry<Job>>)> {
         match state.queues.next_batch(now) {
             Next::Batch { model, entries } => {
                 shared.record_depth(&state, model);
-                return Some((model, entries));
+                return Some(entries);
             }
             Next::WaitUntil(t) => {
                 let wait = t.saturating_duration_since(now);
@@ -40,7 +40,11 @@ fn next_batch(shared: &Shared) -> Option<(usize, Vec<Entry<Job>>)> {
     }
 }
 
-pub(super) fn drop_entry(shared: &Shared, model: usize, entry: Entry<Job>, reason: DropReason) {
+fn job_name(job: &Job) -> &str {
+    &job.engine.info().name
+}
+
+pub(super) fn drop_entry(shared: &Shared, entry: Entry<Job>, reason: DropReason) {
     let reason_label = match reason {
         DropReason::Expired => "expired",
         DropReason::Abandoned => "abandoned",
@@ -49,7 +53,7 @@ pub(super) fn drop_entry(shared: &Shared, model: usize, entry: Entry<Job>, reaso
         .metrics
         .dropped
         .get_or_create(&DropLabels {
-            model: shared.name(model).to_string(),
+            model: job_name(&entry.item).to_string(),
             reason: reason_label.to_string(),
         })
         .inc();
@@ -67,9 +71,12 @@ pub(super) fn drop_entry(shared: &Shared, model: usize, entry: Entry<Job>, reaso
     }
 }
 
-fn run_batch(shared: &Shared, model: usize, entries: Vec<Entry<Job>>) {
-    let engine = &shared.engines[model];
-    let name = engine.info().name.as_str();
+fn run_batch(shared: &Shared, entries: Vec<Entry<Job>>) {
+    // a queue holds one model version's items: they share its engine
+    let Some(first) = entries.first() else { return };
+    let engine = first.item.engine.clone();
+    let info = engine.info();
+    let name = info.name.as_str();
     let label = Metrics::model(name);
     let start = Instant::now();
     let n = entries.len();
@@ -97,7 +104,7 @@ fn run_batch(shared: &Shared, model: usize, entries: Vec<Entry<Job>>) {
     let ok = matches!(&outcome, Ok(Ok(outputs)) if outputs.len() == n);
     shared
         .metrics
-        .record_batch(name, &queue_times, start.elapsed(), ok);
+        .record_batch(name, &info.version, &queue_times, start.elapsed(), ok);
     let elapsed = start.elapsed().as_secs_f32();
     shared
         .metrics

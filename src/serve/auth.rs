@@ -5,24 +5,45 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Status};
 
 /// Checks `authorization: Bearer TOKEN` on every call it wraps (all services but health). Cloned
-/// into each service; without a token it lets everything through.
-#[derive(Clone)]
+/// into each service; without a token it lets everything through. The admin token (model control)
+/// is accepted wherever the token is.
+#[derive(Clone, Default)]
 pub struct TokenCheck {
     token: Option<std::sync::Arc<[u8]>>,
+    admin: Option<std::sync::Arc<[u8]>>,
+}
+
+fn read_token(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
+    let t = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
+        .trim()
+        .to_string();
+    anyhow::ensure!(
+        t.len() >= 16,
+        "the {what} is {} characters; use at least 16",
+        t.len()
+    );
+    Ok(t)
+}
+
+fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
+    metadata
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 impl TokenCheck {
     pub fn from_config(config: &ServeConfig) -> anyhow::Result<Self> {
+        let admin = match &config.admin_token_file {
+            Some(path) => Some(read_token(path, "admin token")?),
+            None => None,
+        };
         let token = match (&config.auth_token_file, &config.auth_token) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("give the auth token either as a file or as a value, not both")
             }
-            (Some(path), None) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
-                    .trim()
-                    .to_string(),
-            ),
+            (Some(path), None) => Some(read_token(path, "auth token")?),
             (None, Some(secret)) => Some(secret.0.clone()),
             (None, None) => None,
         };
@@ -33,9 +54,35 @@ impl TokenCheck {
                 t.len()
             );
         }
+        anyhow::ensure!(
+            admin.is_none() || admin != token,
+            "the admin token must differ from the auth token"
+        );
         Ok(TokenCheck {
             token: token.map(|t| t.into_bytes().into()),
+            admin: admin.map(|t| t.into_bytes().into()),
         })
+    }
+
+    /// Model control (load, unload): with an admin token configured, callers must carry it; with
+    /// only the auth token configured, nobody may; with neither, everybody may.
+    #[allow(clippy::result_large_err)]
+    pub fn check_admin(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        match (&self.admin, &self.token) {
+            (Some(admin), _) => match bearer(metadata) {
+                Some(given) if constant_time_eq(given.as_bytes(), admin) => Ok(()),
+                Some(_) => Err(Status::permission_denied(
+                    "model control needs the admin token (--admin-token-file)",
+                )),
+                None => Err(Status::unauthenticated(
+                    "missing credentials: model control needs `authorization: Bearer ADMIN_TOKEN`",
+                )),
+            },
+            (None, Some(_)) => Err(Status::permission_denied(
+                "model control is off: the server has an auth token but no admin token (--admin-token-file)",
+            )),
+            (None, None) => Ok(()),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -47,15 +94,14 @@ impl TokenCheck {
         let Some(expected) = &self.token else {
             return Ok(req);
         };
-        let given = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated("missing credentials: send `authorization: Bearer TOKEN`")
-            })?;
-        if constant_time_eq(given.as_bytes(), expected) {
+        let given = bearer(req.metadata()).ok_or_else(|| {
+            Status::unauthenticated("missing credentials: send `authorization: Bearer TOKEN`")
+        })?;
+        let admin = self
+            .admin
+            .as_ref()
+            .is_some_and(|a| constant_time_eq(given.as_bytes(), a));
+        if admin || constant_time_eq(given.as_bytes(), expected) {
             Ok(req)
         } else {
             Err(Status::unauthenticated("the bearer token is not valid"))

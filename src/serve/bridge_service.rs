@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::invalid;
 use crate::metrics::RequestGuard;
 use crate::models::{BridgeInput, BridgeOp, Family, Output};
-use crate::sched::{JobOptions, Reply, Scheduler};
+use crate::sched::{JobOptions, ModelHandle, Reply, Scheduler};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -108,7 +108,7 @@ fn chunk_seed(base: u64, chunk: u64) -> u64 {
 
 /// Everything a stream needs after validation.
 struct Plan {
-    model: usize,
+    model: ModelHandle,
     x: Vec<f32>,
     rows: usize,
     dim: usize,
@@ -137,7 +137,7 @@ fn plan(
 ) -> Result<Plan> {
     let loaded = state.loaded()?;
     let model = loaded.find_family(&req.model, Family::Bridge)?;
-    let dim: usize = loaded.models[model].require("dim")?;
+    let dim: usize = model.info().require("dim")?;
     let xt = req
         .x
         .as_ref()
@@ -237,7 +237,7 @@ async fn stream_chunks(
                 seed: chunk_seed(p.seed, i as u64),
             };
             let item = vec![crate::models::Input::Bridge(input)];
-            match scheduler.submit(p.model, item, p.options.clone()) {
+            match scheduler.submit(&p.model, item, p.options.clone()) {
                 Ok(mut rx) => {
                     if !pending
                         .submit(chunk(p.clone(), first, rows, rx.remove(0)))
@@ -276,14 +276,14 @@ impl Bridge for BridgeService {
         let req = request.into_inner();
         let plan = plan(&self.state, req, &caller)?;
         let loaded = self.state.loaded()?;
-        let name = loaded.models[plan.model].name.clone();
+        let name = plan.model.info().name.clone();
         let span = tracing::info_span!("bridge_sample", model = %name, rows = plan.rows, samples = plan.samples);
         let inflight = self.state.stream_inflight.max(1);
         let (out_tx, out_rx) = mpsc::channel(inflight);
         let (state, scheduler) = (self.state.clone(), loaded.scheduler.clone());
         tokio::spawn(
             async move {
-                let guard = RequestGuard::new(&state.metrics, &name, "inferd");
+                let guard = RequestGuard::new(&state.metrics, plan.model.info(), "inferd");
                 let result = stream_chunks(scheduler, plan, inflight, out_tx.clone()).await;
                 if let Err(s) = &result {
                     let _ = out_tx.send(Err(s.clone())).await;
@@ -301,7 +301,7 @@ impl Bridge for BridgeService {
     ) -> Result<Response<pb::BridgeInfo>, Status> {
         let loaded = self.state.loaded()?;
         let model = loaded.find_family(&request.into_inner().model, Family::Bridge)?;
-        let info = &loaded.models[model];
+        let info = model.info();
         Ok(Response::new(pb::BridgeInfo {
             model: info.name.clone(),
             dim: info.require("dim")?,

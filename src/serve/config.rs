@@ -22,6 +22,26 @@ pub struct ServeConfig {
     /// Extra models as NAME=FILE.safetensors (repeat, or comma-separate in INFERD_MODELS).
     #[arg(long = "model", env = "INFERD_MODELS", value_delimiter = ',')]
     pub models: Vec<crate::models::ModelSpec>,
+    /// Model repository: DIR/NAME/VERSION/model.safetensors, with an optional DIR/NAME/config.json
+    /// (version policy, batching). Given, it replaces the embedded defaults (--model still adds).
+    #[arg(long, env = "INFERD_MODEL_REPOSITORY")]
+    pub model_repository: Option<PathBuf>,
+    /// How the repository's models are loaded: `none` (all at start, fixed), `explicit` (those named
+    /// by --load-model at start, then RepositoryModelLoad/Unload) or `poll` (all, and new or removed
+    /// versions picked up every --repository-poll-s).
+    #[arg(long, env = "INFERD_MODEL_CONTROL", default_value = "none")]
+    pub model_control: super::repository::ModelControl,
+    /// Repository models to load at start with `--model-control explicit` (repeat or
+    /// comma-separate; `*`: all).
+    #[arg(long = "load-model", env = "INFERD_LOAD_MODELS", value_delimiter = ',')]
+    pub load_models: Vec<String>,
+    /// Seconds between repository scans with `--model-control poll`.
+    #[arg(long, env = "INFERD_REPOSITORY_POLL_S", default_value_t = 15.0)]
+    pub repository_poll_s: f64,
+    /// File holding the bearer token that model control (RepositoryModelLoad/Unload) needs. With
+    /// --auth-token set and no admin token, model control is refused.
+    #[arg(long, env = "INFERD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// Reconstruction model used when a request names none, and served as KServe model `recon`
     /// (default: the shipped recon-unrolled).
     #[arg(long, env = "INFERD_DEFAULT_MODEL")]
@@ -225,6 +245,11 @@ impl ServeConfig {
             mrd_addr: None,
             device: std::env::var("INFERD_TEST_DEVICE").unwrap_or_else(|_| "cpu".into()),
             models: Vec::new(),
+            model_repository: None,
+            model_control: Default::default(),
+            load_models: Vec::new(),
+            repository_poll_s: 15.0,
+            admin_token_file: None,
             default_model: None,
             max_message_mb: 64,
             max_request_mb: 2048,

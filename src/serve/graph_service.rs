@@ -242,14 +242,14 @@ impl Graph for GraphService {
         };
         let loaded = self.state.loaded()?;
         let model = loaded.find_family(&header.model, Family::Graph)?;
-        let info = &loaded.models[model];
+        let info = model.info();
         let features: usize = info.require("in_features")?;
         let out: usize = info.require("out_features")?;
         let hidden: usize = info.require("hidden")?;
         let priority = validate::priority(header.priority)?;
         let options = self.state.clients.job_options(&caller, priority, None)?;
         let name = info.name.clone();
-        let guard = RequestGuard::new(&self.state.metrics, &name, "inferd");
+        let guard = RequestGuard::new(&self.state.metrics, info, "inferd");
         let span = tracing::info_span!("graph_aggregate", model = %name, nodes = header.nodes);
         let result = async {
             let cost = GraphCost {
@@ -267,7 +267,7 @@ impl Graph for GraphService {
             let (input, _reservation) = received.finish()?;
             let mut rx = loaded
                 .scheduler
-                .submit(model, vec![Input::Graph(input)], options)?;
+                .submit(&model, vec![Input::Graph(input)], options)?;
             let done = rx.remove(0).await.map_err(|_| {
                 Error::Unavailable("the device worker dropped the request".into())
             })??;

@@ -5,6 +5,7 @@
 use super::budget::{MemoryBudget, Reservation};
 use super::clients::Caller;
 use super::ordered::pipeline;
+use super::repository::{ModelControl, Repository};
 use super::state::{Loaded, ServerState};
 use crate::api::kserve::{self as wire, pb, Decoded, Params};
 use crate::api::tensor::heavy;
@@ -14,7 +15,7 @@ use crate::invalid;
 use crate::metrics::RequestGuard;
 use crate::models::{lcm::Csr, BridgeInput, BridgeOp, Family, GraphInput, Input, Output};
 use crate::mri::{dc::DcMode, recon::CartesianSlice};
-use crate::sched::{Done, Priority};
+use crate::sched::{Done, ModelHandle, Priority};
 use num_complex::Complex32;
 use pb::grpc_inference_service_server::GrpcInferenceService;
 use std::collections::HashMap;
@@ -28,17 +29,8 @@ use tracing::Instrument;
 
 pub struct KServeService {
     pub state: Arc<ServerState>,
-}
-
-/// Models have one version, "1"; an empty version means the same.
-fn check_version(version: &str) -> Result<()> {
-    if version.is_empty() || version == "1" {
-        Ok(())
-    } else {
-        Err(Error::NotFound(format!(
-            "model version {version:?} does not exist; inferd serves version \"1\""
-        )))
-    }
+    /// Model control needs the admin token when one is configured.
+    pub token: super::auth::TokenCheck,
 }
 
 /// Scheduling parameters of a request: `priority` (Triton's levels: 1 high, 2 normal, 0 default =
@@ -334,12 +326,11 @@ async fn infer(
     req: pb::ModelInferRequest,
 ) -> Result<pb::ModelInferResponse, Status> {
     let loaded = state.loaded()?;
-    let model = loaded.find(&req.model_name)?;
-    check_version(&req.model_version)?;
-    let info = &loaded.models[model];
-    let guard = RequestGuard::new(&state.metrics, &info.name, "kserve");
-    let span = tracing::info_span!("model_infer", model = %info.name, id = %req.id);
-    let result = run_infer(&state, loaded, model, &caller, &req)
+    let model = loaded.find_version(&req.model_name, &req.model_version)?;
+    let info = model.info();
+    let guard = RequestGuard::new(&state.metrics, info, "kserve");
+    let span = tracing::info_span!("model_infer", model = %info.name, version = %info.version, id = %req.id);
+    let result = run_infer(&state, loaded, &model, &caller, &req)
         .instrument(span)
         .await;
     guard.finish(result.map_err(Status::from))
@@ -348,11 +339,11 @@ async fn infer(
 async fn run_infer(
     state: &ServerState,
     loaded: &Loaded,
-    model: usize,
+    model: &ModelHandle,
     caller: &Caller,
     req: &pb::ModelInferRequest,
 ) -> Result<pb::ModelInferResponse> {
-    let info = &loaded.models[model];
+    let info = model.info();
     let contract = wire::contract_for(info);
     for out in &req.outputs {
         if !contract.outputs.iter().any(|s| s.name == out.name) {
@@ -409,7 +400,7 @@ async fn run_infer(
     let spec = contract.outputs[0];
     Ok(pb::ModelInferResponse {
         model_name: req.model_name.clone(),
-        model_version: "1".into(),
+        model_version: info.version.clone(),
         id: req.id.clone(),
         parameters: HashMap::new(),
         outputs: vec![pb::model_infer_response::InferOutputTensor {
@@ -423,7 +414,7 @@ async fn run_infer(
 }
 
 /// A model's statistics in the protocol's form.
-fn statistics(name: &str, s: crate::metrics::ModelStats) -> pb::ModelStatistics {
+fn statistics(name: &str, version: &str, s: crate::metrics::ModelStats) -> pb::ModelStatistics {
     let d = |t: crate::metrics::Tally| {
         Some(pb::StatisticDuration {
             count: t.count,
@@ -433,7 +424,7 @@ fn statistics(name: &str, s: crate::metrics::ModelStats) -> pb::ModelStatistics 
     let none = || d(Default::default());
     pb::ModelStatistics {
         name: name.into(),
-        version: "1".into(),
+        version: version.into(),
         last_inference: s.last_inference_ms,
         inference_count: s.inference_count,
         execution_count: s.execution_count,
@@ -500,11 +491,10 @@ impl GrpcInferenceService for KServeService {
     ) -> Result<Response<pb::ModelReadyResponse>, Status> {
         let req = request.into_inner();
         let ready = self.state.ready()
-            && check_version(&req.version).is_ok()
             && self
                 .state
                 .loaded_opt()
-                .is_some_and(|l| l.find(&req.name).is_ok());
+                .is_some_and(|l| l.find_version(&req.name, &req.version).is_ok());
         Ok(Response::new(pb::ModelReadyResponse { ready }))
     }
 
@@ -517,6 +507,7 @@ impl GrpcInferenceService for KServeService {
             version: env!("CARGO_PKG_VERSION").into(),
             extensions: vec![
                 "model_configuration".into(),
+                "model_repository".into(),
                 "parameters".into(),
                 "schedule_policy".into(),
                 "statistics".into(),
@@ -530,12 +521,17 @@ impl GrpcInferenceService for KServeService {
     ) -> Result<Response<pb::ModelMetadataResponse>, Status> {
         let req = request.into_inner();
         let loaded = self.state.loaded()?;
-        let model = loaded.find(&req.name)?;
-        check_version(&req.version)?;
-        let contract = wire::contract_for(&loaded.models[model]);
+        let model = loaded.find_version(&req.name, &req.version)?;
+        let contract = wire::contract_for(model.info());
+        let versions = loaded
+            .models()
+            .iter()
+            .filter(|m| m.info().name == model.info().name)
+            .map(|m| m.info().version.clone())
+            .collect();
         Ok(Response::new(pb::ModelMetadataResponse {
             name: req.name,
-            versions: vec!["1".into()],
+            versions,
             platform: "inferd_candle".into(),
             inputs: tensor_metadata(contract.inputs),
             outputs: tensor_metadata(contract.outputs),
@@ -612,11 +608,10 @@ impl GrpcInferenceService for KServeService {
     ) -> Result<Response<pb::ModelConfigResponse>, Status> {
         let req = request.into_inner();
         let loaded = self.state.loaded()?;
-        let model = loaded.find(&req.name)?;
-        check_version(&req.version)?;
-        let info = &loaded.models[model];
+        let model = loaded.find_version(&req.name, &req.version)?;
+        let info = model.info();
         let contract = wire::contract_for(info);
-        let batching = loaded.scheduler.batch_config(model);
+        let batching = loaded.scheduler.batch_config(&model);
         let parameters = info
             .properties
             .iter()
@@ -671,38 +666,130 @@ impl GrpcInferenceService for KServeService {
         request: Request<pb::ModelStatisticsRequest>,
     ) -> Result<Response<pb::ModelStatisticsResponse>, Status> {
         let req = request.into_inner();
-        check_version(&req.version)?;
         let loaded = self.state.loaded()?;
-        let models: Vec<&str> = if req.name.is_empty() {
-            loaded.models.iter().map(|m| m.name.as_str()).collect()
-        } else {
-            vec![loaded.models[loaded.find(&req.name)?].name.as_str()]
+        let models: Vec<ModelHandle> = match (req.name.is_empty(), req.version.is_empty()) {
+            (true, _) => loaded.models(),
+            (false, true) => {
+                // every serving version of the model
+                let name = loaded.find(&req.name)?.info().name.clone();
+                loaded
+                    .models()
+                    .into_iter()
+                    .filter(|m| m.info().name == name)
+                    .collect()
+            }
+            (false, false) => vec![loaded.find_version(&req.name, &req.version)?],
         };
         let model_stats = models
-            .into_iter()
-            .map(|name| statistics(name, self.state.metrics.stats(name)))
+            .iter()
+            .map(|m| {
+                let info = m.info();
+                statistics(
+                    &info.name,
+                    &info.version,
+                    self.state.metrics.stats(&info.name, &info.version),
+                )
+            })
             .collect();
         Ok(Response::new(pb::ModelStatisticsResponse { model_stats }))
     }
 
     async fn repository_index(
         &self,
-        _: Request<pb::RepositoryIndexRequest>,
+        request: Request<pb::RepositoryIndexRequest>,
     ) -> Result<Response<pb::RepositoryIndexResponse>, Status> {
-        let (names, state) = match self.state.loaded_opt() {
-            Some(l) => (l.names(), "READY"),
-            None => (Vec::new(), "UNAVAILABLE"),
-        };
+        let ready_only = request.into_inner().ready;
+        let entries = self
+            .state
+            .loaded_opt()
+            .map(|l| l.index())
+            .unwrap_or_default();
         Ok(Response::new(pb::RepositoryIndexResponse {
-            models: names
+            models: entries
                 .into_iter()
-                .map(|name| pb::repository_index_response::ModelIndex {
-                    name,
-                    version: "1".into(),
-                    state: state.into(),
-                    reason: String::new(),
+                .filter(|e| !ready_only || e.state == "READY")
+                .map(|e| pb::repository_index_response::ModelIndex {
+                    name: e.name,
+                    version: e.version,
+                    state: e.state.into(),
+                    reason: e.reason,
                 })
                 .collect(),
         }))
+    }
+
+    async fn repository_model_load(
+        &self,
+        request: Request<pb::RepositoryModelLoadRequest>,
+    ) -> Result<Response<pb::RepositoryModelLoadResponse>, Status> {
+        self.token.check_admin(request.metadata())?;
+        let req = request.into_inner();
+        let repo = self.controllable(&req.repository_name)?;
+        let config = match req
+            .parameters
+            .get("config")
+            .and_then(|p| p.parameter_choice.as_ref())
+        {
+            None => None,
+            Some(pb::model_repository_parameter::ParameterChoice::StringParam(s)) => {
+                Some(s.clone())
+            }
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "parameter config must be a string holding a JSON model configuration",
+                ))
+            }
+        };
+        if let Some(other) = req.parameters.keys().find(|k| k.as_str() != "config") {
+            return Err(Status::invalid_argument(format!(
+                "parameter {other:?} is not supported; RepositoryModelLoad takes `config` (a JSON model configuration); model files come from the repository"
+            )));
+        }
+        let loaded = self.state.loaded()?;
+        tracing::info!(model = %req.model_name, override_config = config.is_some(), "model load requested");
+        repo.load(loaded, &req.model_name, config.as_deref())
+            .await?;
+        Ok(Response::new(pb::RepositoryModelLoadResponse {}))
+    }
+
+    async fn repository_model_unload(
+        &self,
+        request: Request<pb::RepositoryModelUnloadRequest>,
+    ) -> Result<Response<pb::RepositoryModelUnloadResponse>, Status> {
+        self.token.check_admin(request.metadata())?;
+        let req = request.into_inner();
+        let repo = self.controllable(&req.repository_name)?;
+        let loaded = self.state.loaded()?;
+        tracing::info!(model = %req.model_name, "model unload requested");
+        repo.unload(loaded, &req.model_name).await?;
+        Ok(Response::new(pb::RepositoryModelUnloadResponse {}))
+    }
+}
+
+impl KServeService {
+    /// The repository, when model control by RPC is on (`--model-control explicit`).
+    #[allow(clippy::result_large_err)]
+    fn controllable(&self, repository_name: &str) -> Result<Arc<Repository>, Status> {
+        let loaded = self.state.loaded()?;
+        let repo = loaded.repository.clone().ok_or_else(|| {
+            Status::failed_precondition(
+                "the server has no model repository (--model-repository DIR)",
+            )
+        })?;
+        if repo.control != ModelControl::Explicit {
+            return Err(Status::failed_precondition(format!(
+                "model control by request is off (--model-control {}); start the server with --model-control explicit",
+                match repo.control {
+                    ModelControl::Poll => "poll: the repository is scanned instead",
+                    _ => "none",
+                }
+            )));
+        }
+        if !repository_name.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "repository {repository_name:?} does not exist; inferd has one repository (leave repository_name empty)"
+            )));
+        }
+        Ok(repo)
     }
 }

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod mrd;
 mod ordered;
 mod recon_service;
+pub mod repository;
 pub mod state;
 
 pub use config::ServeConfig;
@@ -34,12 +35,11 @@ use crate::models::{
     self, Engine, Family, ModelSpec, WeightsSource, DEFAULT_BRIDGE_MODEL, DEFAULT_GRAPH_MODEL,
     DEFAULT_RADIAL_MODEL, DEFAULT_RECON_MODEL,
 };
-use crate::sched::{policy::BatchConfig, Scheduler, SchedulerConfig};
+use crate::sched::{Scheduler, SchedulerConfig};
 use auth::TokenCheck;
 use state::{Loaded, ServerState};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
@@ -57,7 +57,13 @@ fn model_specs(config: &ServeConfig) -> anyhow::Result<Vec<ModelSpec>> {
         (DEFAULT_BRIDGE_MODEL, models::EMBEDDED_BRIDGE),
         (DEFAULT_GRAPH_MODEL, models::EMBEDDED_GRAPH),
     ];
-    for (name, bytes) in shipped {
+    // a model repository replaces the embedded defaults
+    let shipped = if config.model_repository.is_some() {
+        &shipped[..0]
+    } else {
+        &shipped[..]
+    };
+    for &(name, bytes) in shipped {
         if let Some(bytes) = bytes {
             if !config.models.iter().any(|m| m.name == name) {
                 specs.push(ModelSpec {
@@ -74,90 +80,59 @@ fn model_specs(config: &ServeConfig) -> anyhow::Result<Vec<ModelSpec>> {
         specs.push(m.clone());
     }
     anyhow::ensure!(
-        !specs.is_empty(),
-        "no model to serve: this build embeds no default model; pass --model NAME=FILE.safetensors"
+        !specs.is_empty() || config.model_repository.is_some(),
+        "no model to serve: this build embeds no default model; pass --model NAME=FILE.safetensors or --model-repository DIR"
     );
     Ok(specs)
 }
 
-/// Each model's batching: the family default, then the global flags, then `--batching NAME=...`.
-fn batch_configs(
-    config: &ServeConfig,
-    engines: &[Box<dyn Engine>],
-) -> anyhow::Result<Vec<BatchConfig>> {
-    for b in &config.batching {
-        anyhow::ensure!(
-            engines.iter().any(|e| e.info().name == b.model),
-            "--batching names model {}, which is not loaded",
-            b.model
-        );
-    }
-    Ok(engines
-        .iter()
-        .map(|e| {
-            let info = e.info();
-            let mut c = BatchConfig {
-                max_batch: config.max_batch.unwrap_or(info.default_batching.max_batch),
-                max_delay: config
-                    .max_queue_delay_ms
-                    .map(|ms| std::time::Duration::from_secs_f64(ms.max(0.0) / 1000.0))
-                    .unwrap_or(info.default_batching.max_delay),
-                capacity: config.model_queue_capacity.max(1),
-            };
-            if let Some(b) = config.batching.iter().find(|b| b.model == info.name) {
-                c.max_batch = b.max_batch;
-                c.max_delay = b.max_delay;
-            }
-            c.max_batch = c.max_batch.max(1);
-            c
-        })
-        .collect())
-}
-
-/// The default reconstruction model: the configured one, else the shipped one, else the first.
-fn default_recon(
-    config: &ServeConfig,
-    engines: &[Box<dyn Engine>],
-) -> anyhow::Result<Option<usize>> {
-    let recon = |e: &Box<dyn Engine>| e.info().family == Family::Recon;
-    if let Some(name) = &config.default_model {
-        let i = engines
-            .iter()
-            .position(|e| &e.info().name == name)
-            .ok_or_else(|| {
-                anyhow::anyhow!("default model {name} is not among the loaded models")
-            })?;
-        anyhow::ensure!(
-            recon(&engines[i]),
-            "default model {name} is not a reconstruction model"
-        );
-        return Ok(Some(i));
-    }
-    Ok(engines
-        .iter()
-        .position(|e| recon(e) && e.info().name == DEFAULT_RECON_MODEL)
-        .or_else(|| engines.iter().position(recon)))
-}
-
-/// Loads and warms up every model (blocking; run off the async runtime).
+/// Loads and warms up the models given by file or embedded, as version 1 (blocking; run off the
+/// async runtime).
 fn load_engines(
     specs: &[ModelSpec],
     device: &candle_core::Device,
     fast_cpu_conv: bool,
-) -> anyhow::Result<Vec<Box<dyn Engine>>> {
-    let mut engines = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let start = Instant::now();
-        let engine = models::load_with(spec, device, fast_cpu_conv)
-            .map_err(|e| anyhow::anyhow!("model {}: {e}", spec.name))?;
-        engine
-            .warm_up()
-            .map_err(|e| anyhow::anyhow!("model {} failed its warm-up run: {e}", spec.name))?;
-        let info = engine.info();
-        tracing::info!(model = %info.name, family = info.family.as_str(), parameters = info.parameters, device = %models::describe_device(device), seconds = start.elapsed().as_secs_f32(), "model loaded and warmed up");
-        engines.push(engine);
+) -> anyhow::Result<Vec<Arc<dyn Engine>>> {
+    specs
+        .iter()
+        .map(|spec| {
+            repository::load_engine(spec, "1", device, fast_cpu_conv)
+                .map_err(|e| anyhow::anyhow!("model {}: {e}", spec.name))
+        })
+        .collect()
+}
+
+/// Checks that `--batching` and `--default-model` name models that exist (loaded, or in the
+/// repository).
+fn check_model_names(
+    config: &ServeConfig,
+    loaded: &Loaded,
+    repository: Option<&repository::Repository>,
+) -> anyhow::Result<()> {
+    let in_repository = |name: &str| {
+        repository.is_some_and(|r| r.list().is_ok_and(|l| l.iter().any(|n| n == name)))
+    };
+    let known = |name: &str| loaded.find(name).is_ok() || in_repository(name);
+    for b in &config.batching {
+        anyhow::ensure!(
+            known(&b.model),
+            "--batching names model {}, which is not loaded",
+            b.model
+        );
     }
-    Ok(engines)
+    if let Some(name) = &config.default_model {
+        anyhow::ensure!(
+            known(name),
+            "default model {name} is not among the loaded models"
+        );
+        if let Ok(m) = loaded.find(name) {
+            anyhow::ensure!(
+                m.info().family == Family::Recon,
+                "default model {name} is not a reconstruction model"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn health_names() -> [&'static str; 5] {
@@ -279,6 +254,7 @@ pub async fn serve_listeners(
         GrpcInferenceServiceServer,
         kserve::KServeService {
             state: state.clone(),
+            token: token.clone(),
         }
     );
 
@@ -361,26 +337,19 @@ pub async fn serve_listeners(
         let (state, health, config) = (state.clone(), health.clone(), config.clone());
         async move {
             let fast_conv = config.cpu_fast_conv;
+            let repository = match &config.model_repository {
+                Some(dir) => Some(Arc::new(repository::Repository::new(
+                    &config,
+                    dir.clone(),
+                    device.clone(),
+                )?)),
+                None => None,
+            };
             let engines =
                 tokio::task::spawn_blocking(move || load_engines(&specs, &device, fast_conv))
                     .await??;
-            let batching = batch_configs(&config, &engines)?;
-            let default_recon = default_recon(&config, &engines)?;
-            let default_bridge = engines
-                .iter()
-                .position(|e| {
-                    e.info().family == Family::Bridge && e.info().name == DEFAULT_BRIDGE_MODEL
-                })
-                .or_else(|| {
-                    engines
-                        .iter()
-                        .position(|e| e.info().family == Family::Bridge)
-                });
-            let models = engines.iter().map(|e| e.info().clone()).collect();
             let scheduler = Scheduler::start(
-                engines,
                 SchedulerConfig {
-                    batching,
                     capacity: config.queue_capacity,
                     workers: config.workers,
                     priority_aging: (config.priority_aging_ms > 0)
@@ -388,12 +357,35 @@ pub async fn serve_listeners(
                 },
                 state.metrics.clone(),
             )?;
-            state.set_loaded(Loaded {
-                models,
-                scheduler,
-                default_recon,
-                default_bridge,
-            });
+            let loaded = Loaded::new(scheduler, config.default_model.clone(), repository.clone());
+            let batching = repository::Batching::from_config(&config);
+            for engine in engines {
+                let b = batching.for_model(engine.info(), None);
+                loaded.insert(loaded.scheduler.add(engine, b));
+            }
+            if let Some(repo) = &repository {
+                repo.load_initial(&loaded, &config.load_models).await?;
+            }
+            check_model_names(&config, &loaded, repository.as_deref())?;
+            state.set_loaded(loaded);
+            if let (Some(repo), repository::ModelControl::Poll) = (repository, config.model_control)
+            {
+                let (state, every) = (
+                    state.clone(),
+                    std::time::Duration::from_secs_f64(
+                        config.repository_poll_s.clamp(0.05, 86_400.0),
+                    ),
+                );
+                tokio::spawn(async move {
+                    loop {
+                        tokio::time::sleep(every).await;
+                        let Some(loaded) = state.loaded_opt() else {
+                            continue;
+                        };
+                        repo.poll(loaded).await;
+                    }
+                });
+            }
             if state.ready() {
                 set_health(&health, ServingStatus::Serving).await;
                 tracing::info!("ready: health SERVING");

@@ -11,7 +11,7 @@ use crate::invalid;
 use crate::metrics::RequestGuard;
 use crate::models::{Family, Input, Output};
 use crate::pacs::dicom::Series;
-use crate::sched::{Done, JobOptions, Reply, Scheduler};
+use crate::sched::{Done, JobOptions, ModelHandle, Reply, Scheduler};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -86,6 +86,7 @@ impl ReconService {
     /// Reads the slices after the header, submitting each to the scheduler as it arrives.
     async fn read_stream(
         scheduler: Scheduler,
+        model: ModelHandle,
         options: JobOptions,
         plan: validate::ReconPlan,
         mut inbound: Streaming<pb::ReconRequest>,
@@ -123,7 +124,7 @@ impl ReconService {
                             slice: slice.into(),
                             dc: plan.dc,
                         };
-                        let mut rx = scheduler.submit(plan.model, vec![input], options.clone())?;
+                        let mut rx = scheduler.submit(&model, vec![input], options.clone())?;
                         Ok((s.index, fraction, rx.remove(0)))
                     })
                     .map_err(Status::from),
@@ -220,8 +221,8 @@ impl Reconstruction for ReconService {
         };
         let loaded = self.state.loaded()?;
         let model = loaded.find_family(&header.model, Family::Recon)?;
-        let width = validate::network_width(&loaded.models[model]);
-        let plan = validate::plan(&header, model, width, &self.state.limits)?;
+        let width = validate::network_width(model.info());
+        let plan = validate::plan(&header, width, &self.state.limits)?;
         let inflight = self.state.stream_inflight.max(1);
         let reservation = self.state.budget.reserve(
             &format!(
@@ -239,7 +240,7 @@ impl Reconstruction for ReconService {
             .state
             .clients
             .job_options(&caller, plan.priority, None)?;
-        let model_name = loaded.models[model].name.clone();
+        let model_name = model.info().name.clone();
         let series = self.state.dicom.series(&plan, &model_name)?;
         let span = tracing::info_span!("recon_stream", request_id = %plan.request_id, model = %model_name, slices = plan.slices, coils = plan.coils, ny = plan.ny, nx = plan.nx);
         span.in_scope(|| tracing::info!("reconstruction stream started"));
@@ -248,6 +249,7 @@ impl Reconstruction for ReconService {
         tokio::spawn(
             Self::read_stream(
                 loaded.scheduler.clone(),
+                model.clone(),
                 options,
                 plan.clone(),
                 inbound,
@@ -261,7 +263,7 @@ impl Reconstruction for ReconService {
             async move {
                 // the stream's memory is reserved until its writer ends, however it ends
                 let _reservation = reservation;
-                let guard = RequestGuard::new(&state.metrics, &model_name, "inferd");
+                let guard = RequestGuard::new(&state.metrics, model.info(), "inferd");
                 let result =
                     Self::write_stream(state.clone(), plan, series, pending_rx, out_tx).await;
                 let _ = guard.finish(result);
@@ -286,11 +288,11 @@ impl Reconstruction for ReconService {
         header.slices = 1;
         let loaded = self.state.loaded()?;
         let model = loaded.find_family(&header.model, Family::Recon)?;
-        let name = &loaded.models[model].name;
-        let guard = RequestGuard::new(&self.state.metrics, name, "inferd");
+        let name = &model.info().name;
+        let guard = RequestGuard::new(&self.state.metrics, model.info(), "inferd");
         let result = async {
-            let width = validate::network_width(&loaded.models[model]);
-            let plan = validate::plan(&header, model, width, &self.state.limits)?;
+            let width = validate::network_width(model.info());
+            let plan = validate::plan(&header, width, &self.state.limits)?;
             let _reservation = self.state.budget.reserve(
                 &format!(
                     "one slice of {} coils at {}x{}",
@@ -314,7 +316,7 @@ impl Reconstruction for ReconService {
                 .job_options(&caller, plan.priority, None)?;
             let mut rx = span.in_scope(|| {
                 loaded.scheduler.submit(
-                    model,
+                    &model,
                     vec![Input::Recon {
                         slice: slice.into(),
                         dc: plan.dc,
@@ -336,16 +338,25 @@ impl Reconstruction for ReconService {
         _: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let loaded = self.state.loaded()?;
-        let models = loaded
-            .models
+        let defaults: Vec<usize> = [Family::Recon, Family::Bridge]
+            .into_iter()
+            .filter_map(|f| loaded.default_model(f).map(|m| m.queue))
+            .collect();
+        // the newest version of each model
+        let newest: Vec<_> = loaded
+            .names()
             .iter()
-            .enumerate()
-            .map(|(i, m)| pb::ModelInfo {
+            .filter_map(|n| loaded.find(n).ok().filter(|m| &m.info().name == n))
+            .collect();
+        let models = newest
+            .iter()
+            .map(|h| (h, h.info()))
+            .map(|(h, m)| pb::ModelInfo {
                 name: m.name.clone(),
                 family: m.family.as_str().to_string(),
                 description: m.description.clone(),
                 parameters: m.parameters,
-                is_default: loaded.default_recon == Some(i) || loaded.default_bridge == Some(i),
+                is_default: defaults.contains(&h.queue),
                 sha256: m.property("sha256").unwrap_or_default(),
                 provenance: m
                     .properties

@@ -43,7 +43,7 @@ use crate::io::mrd::{self, AssembledSlice, Assembler, MrdHeader, Pushed, SliceDa
 use crate::metrics::RequestGuard;
 use crate::models::{Family, Input, Output, DEFAULT_RADIAL_MODEL};
 use crate::pacs::dicom::{Provenance, Series};
-use crate::sched::JobOptions;
+use crate::sched::{JobOptions, ModelHandle};
 use protocol::{ImageHead, Message, Pixels, WireError, WireLimits};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -171,7 +171,7 @@ struct Session {
     pipeline: String,
     params: Params,
     asm: Option<Assembler>,
-    model: Option<(usize, usize, String)>,
+    model: Option<(ModelHandle, usize, String)>,
     /// Memory of the incomplete slices: the most that were open at once (grown as slices open).
     partial: Option<Reservation>,
     inflight: JoinSet<Result<(), Error>>,
@@ -218,8 +218,10 @@ where
     };
     tracing::info!(session = id, "MRD session started");
     let end = s.run(&mut rd).await;
-    let model = s.model.as_ref().map(|m| m.2.clone()).unwrap_or_default();
-    let guard = RequestGuard::new(&s.state.metrics, &model, "mrd");
+    let guard = match &s.model {
+        Some((m, ..)) => RequestGuard::new(&s.state.metrics, m.info(), "mrd"),
+        None => RequestGuard::for_name(&s.state.metrics, "", "", "mrd"),
+    };
     match &end {
         End::Closed => {
             let _ = s.out.send(protocol::close_message()).await;
@@ -313,19 +315,9 @@ impl Session {
 
     fn config_file(&mut self, name: String) -> Result<(), String> {
         let loaded = self.state.loaded().map_err(|e| e.to_string())?;
-        let recon = |n: &str| {
-            loaded
-                .models
-                .iter()
-                .any(|m| m.name == n && m.family == Family::Recon)
-        };
+        let recon = |n: &str| loaded.find_family(n, Family::Recon).is_ok();
         if !(matches!(name.as_str(), "inferd" | "default" | "inferd-radial") || recon(&name)) {
-            let names: Vec<_> = loaded
-                .models
-                .iter()
-                .filter(|m| m.family == Family::Recon)
-                .map(|m| m.name.as_str())
-                .collect();
+            let names: Vec<_> = loaded.names().into_iter().filter(|n| recon(n)).collect();
             return Err(format!(
                 "unknown config {name:?}; accepted: inferd, inferd-radial or a reconstruction \
                  model: {}",
@@ -372,8 +364,7 @@ impl Session {
         let name = match self.pipeline.as_str() {
             "inferd-radial" => DEFAULT_RADIAL_MODEL,
             "inferd" | "default"
-                if !asm.is_cartesian()
-                    && loaded.models.iter().any(|m| m.name == DEFAULT_RADIAL_MODEL) =>
+                if !asm.is_cartesian() && loaded.find(DEFAULT_RADIAL_MODEL).is_ok() =>
             {
                 DEFAULT_RADIAL_MODEL
             }
@@ -383,11 +374,12 @@ impl Session {
         let model = loaded
             .find_family(name, Family::Recon)
             .map_err(|e| e.to_string())?;
-        let info = &loaded.models[model];
-        self.model = Some((model, validate::network_width(info), info.name.clone()));
+        let info = model.info();
+        let (width, name) = (validate::network_width(info), info.name.clone());
         if self.params.pacs {
-            self.series = Some(self.pacs_series(asm.header(), &info.name, asm.is_cartesian())?);
+            self.series = Some(self.pacs_series(asm.header(), &name, asm.is_cartesian())?);
         }
+        self.model = Some((model, width, name));
         self.asm = Some(asm);
         Ok(())
     }
@@ -529,7 +521,7 @@ fn flatten(r: Result<Result<(), Error>, tokio::task::JoinError>) -> Result<(), S
 struct SliceJob {
     state: Arc<ServerState>,
     options: JobOptions,
-    model: usize,
+    model: ModelHandle,
     width: usize,
     model_name: String,
     params: Params,
@@ -583,7 +575,7 @@ impl SliceJob {
             ..Default::default()
         };
         let state = &self.state;
-        let plan = validate::plan(&header, self.model, self.width, &state.limits)?;
+        let plan = validate::plan(&header, self.width, &state.limits)?;
         let _reservation = state.budget.reserve(
             &format!("one MRD slice of {coils} coils at {ny}x{nx}"),
             plan.slice_bytes,
@@ -600,7 +592,7 @@ impl SliceJob {
         )?;
         let loaded = state.loaded()?;
         let mut rx = loaded.scheduler.submit(
-            self.model,
+            &self.model,
             vec![Input::Recon {
                 slice: input,
                 dc: plan.dc,
