@@ -56,7 +56,7 @@ echo
 echo "== load + warm-up per model (server log, seconds)"
 grep "model loaded and warmed up" "$WORK/server.log" | sed -E 's/.*model="?([^" ]+)"?.*version="?([^" ]+)"?.*seconds=([0-9.]+).*/\1 v\2 \3/' | sort -u
 echo "== switches seen in the log"
-grep -E "model version serving|memory freed" "$WORK/server.log" | sed -E 's/^.*(model[^ ]*) (version[^ ]*).*(serving|freed).*/\1 \2 \3/'
+grep -E "model version serving|memory freed" "$WORK/server.log" | grep -oE '(model version serving|model version unloaded; memory freed).*' | cut -c1-100
 echo "== resident memory of the server (MiB): before the large model ${RSS_BEFORE}, loaded ${RSS_LOADED}, after unload ${RSS_AFTER}"
 python3 - "$WORK/load.json" <<'EOF'
 import json, sys
