@@ -393,18 +393,7 @@ mod tests {
     fn statistics_count_requests_items_and_batches() {
         let m = Metrics::default();
         let ms = Duration::from_millis;
-        let a = crate::models::ModelInfo {
-            name: "a".into(),
-            version: "1".into(),
-            family: crate::models::Family::Bridge,
-            description: String::new(),
-            parameters: 0,
-            default_batching: crate::models::DefaultBatching {
-                max_batch: 1,
-                max_delay: Duration::ZERO,
-            },
-            properties: Vec::new(),
-        };
+        let a = crate::models::ModelInfo::stub("a", "1", crate::models::Family::Bridge);
         m.record_batch("a", "1", &[ms(1), ms(3)], ms(10), true);
         m.record_batch("a", "1", &[ms(2)], ms(5), true);
         m.record_batch("a", "1", &[ms(4)], ms(7), false);

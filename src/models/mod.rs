@@ -123,6 +123,23 @@ pub struct ModelInfo {
 }
 
 impl ModelInfo {
+    /// A bare description for unit tests of the serving layer.
+    #[cfg(test)]
+    pub(crate) fn stub(name: &str, version: &str, family: Family) -> Self {
+        ModelInfo {
+            name: name.into(),
+            version: version.into(),
+            family,
+            description: String::new(),
+            parameters: 0,
+            default_batching: DefaultBatching {
+                max_batch: 1,
+                max_delay: std::time::Duration::ZERO,
+            },
+            properties: Vec::new(),
+        }
+    }
+
     /// A property every model of the family has (set at load time), e.g. a bridge's `dim`.
     pub fn require<T: std::str::FromStr>(&self, name: &str) -> Result<T> {
         self.property(name)

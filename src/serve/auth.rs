@@ -13,17 +13,23 @@ pub struct TokenCheck {
     admin: Option<std::sync::Arc<[u8]>>,
 }
 
-fn read_token(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
-    let t = std::fs::read_to_string(path)
+fn read_token(path: &std::path::Path) -> anyhow::Result<String> {
+    Ok(std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?
         .trim()
-        .to_string();
-    anyhow::ensure!(
-        t.len() >= 16,
-        "the {what} is {} characters; use at least 16",
-        t.len()
-    );
-    Ok(t)
+        .to_string())
+}
+
+/// Tokens shorter than 16 characters are refused at start-up.
+fn long_enough(token: Option<String>, what: &str) -> anyhow::Result<Option<String>> {
+    if let Some(t) = &token {
+        anyhow::ensure!(
+            t.len() >= 16,
+            "the {what} is {} characters; use at least 16",
+            t.len()
+        );
+    }
+    Ok(token)
 }
 
 fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
@@ -36,24 +42,19 @@ fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<&str> {
 impl TokenCheck {
     pub fn from_config(config: &ServeConfig) -> anyhow::Result<Self> {
         let admin = match &config.admin_token_file {
-            Some(path) => Some(read_token(path, "admin token")?),
+            Some(path) => Some(read_token(path)?),
             None => None,
         };
+        let admin = long_enough(admin, "admin token")?;
         let token = match (&config.auth_token_file, &config.auth_token) {
             (Some(_), Some(_)) => {
                 anyhow::bail!("give the auth token either as a file or as a value, not both")
             }
-            (Some(path), None) => Some(read_token(path, "auth token")?),
+            (Some(path), None) => Some(read_token(path)?),
             (None, Some(secret)) => Some(secret.0.clone()),
             (None, None) => None,
         };
-        if let Some(t) = &token {
-            anyhow::ensure!(
-                t.len() >= 16,
-                "the auth token is {} characters; use at least 16",
-                t.len()
-            );
-        }
+        let token = long_enough(token, "auth token")?;
         anyhow::ensure!(
             admin.is_none() || admin != token,
             "the admin token must differ from the auth token"

@@ -109,10 +109,11 @@ fn check_model_names(
     loaded: &Loaded,
     repository: Option<&repository::Repository>,
 ) -> anyhow::Result<()> {
-    let in_repository = |name: &str| {
-        repository.is_some_and(|r| r.list().is_ok_and(|l| l.iter().any(|n| n == name)))
+    let in_repository = match repository {
+        Some(r) => r.list()?,
+        None => Vec::new(),
     };
-    let known = |name: &str| loaded.find(name).is_ok() || in_repository(name);
+    let known = |name: &str| loaded.find(name).is_ok() || in_repository.iter().any(|n| n == name);
     for b in &config.batching {
         anyhow::ensure!(
             known(&b.model),

@@ -491,18 +491,7 @@ mod tests {
     }
 
     fn fake(name: &str, version: &str, family: Family) -> Arc<dyn crate::models::Engine> {
-        Arc::new(Fake(crate::models::ModelInfo {
-            name: name.into(),
-            version: version.into(),
-            family,
-            description: String::new(),
-            parameters: 0,
-            default_batching: crate::models::DefaultBatching {
-                max_batch: 1,
-                max_delay: Duration::ZERO,
-            },
-            properties: Vec::new(),
-        }))
+        Arc::new(Fake(crate::models::ModelInfo::stub(name, version, family)))
     }
 
     /// Versions resolve numerically (10 after 9), `recon` names the default reconstruction model,
