@@ -2,7 +2,7 @@
 # Runs inferd's whole test suite. Installs the independent references the tests compare against when
 # they are missing: BART, the openssl CLI, Orthanc (a real PACS) with its DICOMweb plugin, dcmtk, dicom3tools and the ISMRMRD
 # tools (Debian packages); PyTorch, PyTorch Geometric, safetensors, numpy, scipy, pydicom, h5py, grpcio with health checking and
-# reflection, NVIDIA's tritonclient and FINUFFT (PyPI).
+# reflection, NVIDIA's tritonclient, FINUFFT and the OpenTelemetry protocol definitions (PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,11 +25,12 @@ PY=${INFERD_PYTHON:-python3}
 # tritonclient pins protobuf below 7, so health checking and reflection come from a release whose
 # generated code runs on protobuf 6.
 if ! "$PY" -c "import torch, torch_geometric, safetensors, numpy, scipy, pydicom, h5py, grpc, tritonclient.grpc, finufft, ismrmrd.serialization
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2" >/dev/null 2>&1; then
-  echo "installing torch, torch_geometric, safetensors, numpy, scipy, pydicom, h5py, grpcio (+ health checking, reflection), tritonclient, finufft, ismrmrd (PyPI)"
+  echo "installing torch, torch_geometric, safetensors, numpy, scipy, pydicom, h5py, grpcio (+ health checking, reflection), tritonclient, finufft, ismrmrd, opentelemetry-proto (PyPI)"
   "$PY" -m pip install -q --disable-pip-version-check torch torch_geometric safetensors numpy scipy pydicom h5py grpcio \
-    "grpcio-health-checking<1.76" "grpcio-reflection<1.76" "tritonclient[grpc]" finufft ismrmrd
+    "grpcio-health-checking<1.76" "grpcio-reflection<1.76" "tritonclient[grpc]" finufft ismrmrd opentelemetry-proto
 fi
 
 # A persistent target directory outside the checkout makes repeated runs on one machine fast.

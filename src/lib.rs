@@ -18,4 +18,5 @@ pub mod mri;
 pub mod pacs;
 pub mod sched;
 pub mod serve;
+pub mod telemetry;
 pub mod train;

@@ -1,4 +1,5 @@
 use clap::{Parser, Subcommand};
+use inferd::telemetry::Telemetry;
 use inferd::{client, serve, train};
 
 /// inferd: gRPC inference service for MR k-space reconstruction on CPU or CUDA.
@@ -57,22 +58,27 @@ enum TrainCommand {
     Graph(train::graph::TrainGraphArgs),
 }
 
-fn init_tracing(format: LogFormat) {
+/// The fmt log (INFERD_LOG filter, text or JSON on stderr) and, with `--otlp-endpoint`, the span
+/// export (see `inferd::telemetry`).
+fn init_tracing(format: LogFormat, telemetry: Option<&Telemetry>) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::prelude::*;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("INFERD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).init(),
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).boxed(),
         // Spans (request id, model) are flattened into each event for log collectors.
         LogFormat::Json => fmt
             .json()
             .with_current_span(true)
             .with_span_list(false)
-            .init(),
-    }
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(telemetry.map(|t| t.layer()))
+        .init();
 }
 
 async fn shutdown_signal() {
@@ -98,38 +104,49 @@ async fn shutdown_signal() {
 /// Blocks up to 32 MiB come from the heap instead, and up to 512 MiB of free heap stay mapped for the
 /// next request (the memory budget bounds what requests hold; this bounds only what is cached). An
 /// operator's own `GLIBC_TUNABLES=glibc.malloc...` settings win.
-fn keep_large_buffers() {
+/// Returns false when the allocator refused the settings.
+fn keep_large_buffers() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc")) {
         // SAFETY: mallopt only changes allocator parameters; called before any other thread starts.
-        let ok = unsafe {
+        return unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20) == 1
         };
-        if !ok {
-            tracing::warn!("could not set the allocator's mmap and trim thresholds");
-        }
     }
+    true
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
-    keep_large_buffers();
+    let allocator_tuned = keep_large_buffers();
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_tracing(cli.log_format, None);
+    }
     match cli.command {
         Command::Serve(config) => {
             if let Some(n) = config.cpu_threads {
                 // candle's CPU kernels size their thread pool from this variable on first use.
                 std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
             }
-            tracing::info!(config = ?config, "starting");
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            rt.block_on(async move {
+            // the span exporter runs on the server's runtime, so the logging waits for it
+            let telemetry = Telemetry::start(&config.trace, rt.handle())?;
+            init_tracing(cli.log_format, telemetry.as_ref());
+            if !allocator_tuned {
+                tracing::warn!("could not set the allocator's mmap and trim thresholds");
+            }
+            tracing::info!(config = ?config, "starting");
+            let result = rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind(config.addr).await?;
                 serve::serve(config, listener, shutdown_signal()).await
-            })
+            });
+            if let Some(t) = telemetry {
+                t.shutdown();
+            }
+            result
         }
         Command::Recon(args) => {
             let rt = tokio::runtime::Builder::new_multi_thread()

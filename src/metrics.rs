@@ -11,11 +11,15 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ModelLabel {
     pub model: String,
+    /// The model version (repository version directory; "1" for a single file).
+    pub version: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub model: String,
+    /// Empty for requests refused before a model version was chosen.
+    pub version: String,
     /// The RPC's protocol: "kserve", "inferd" or "mrd" (an MRD streaming session).
     pub protocol: String,
     /// The gRPC status code name, e.g. "OK", "RESOURCE_EXHAUSTED".
@@ -25,6 +29,7 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DropLabels {
     pub model: String,
+    pub version: String,
     /// "expired" (deadline passed in the queue) or "abandoned" (client gone).
     pub reason: String,
 }
@@ -220,9 +225,11 @@ impl Metrics {
         out
     }
 
-    pub fn model(model: &str) -> ModelLabel {
+    /// The labels of a model version's series.
+    pub fn model(info: &crate::models::ModelInfo) -> ModelLabel {
         ModelLabel {
-            model: model.to_string(),
+            model: info.name.clone(),
+            version: info.version.clone(),
         }
     }
 
@@ -268,10 +275,11 @@ impl Metrics {
     }
 
     /// Counts a finished request.
-    pub fn finished(&self, model: &str, protocol: &str, code: tonic::Code) {
+    pub fn finished(&self, model: &str, version: &str, protocol: &str, code: tonic::Code) {
         self.requests
             .get_or_create(&RequestLabels {
                 model: model.to_string(),
+                version: version.to_string(),
                 protocol: protocol.to_string(),
                 code: code_name(code).to_string(),
             })
@@ -279,7 +287,7 @@ impl Metrics {
     }
 }
 
-/// Statistics are kept per model version (Prometheus series per model name).
+/// Statistics are kept per model version, as the Prometheus series are.
 fn stats_key(model: &str, version: &str) -> String {
     format!("{model}\0{version}")
 }
@@ -328,7 +336,8 @@ impl<'a> RequestGuard<'a> {
             Ok(_) => tonic::Code::Ok,
             Err(s) => s.code(),
         };
-        self.metrics.finished(&self.model, self.protocol, code);
+        self.metrics
+            .finished(&self.model, &self.version, self.protocol, code);
         self.tally(code == tonic::Code::Ok);
         self.counted = true;
         result
@@ -352,8 +361,12 @@ impl Drop for RequestGuard<'_> {
     fn drop(&mut self) {
         if !self.counted {
             // The handler was dropped before finishing: the client cancelled or its deadline passed.
-            self.metrics
-                .finished(&self.model, self.protocol, tonic::Code::Cancelled);
+            self.metrics.finished(
+                &self.model,
+                &self.version,
+                self.protocol,
+                tonic::Code::Cancelled,
+            );
             self.tally(false);
         }
         self.metrics.inflight.dec();

@@ -220,6 +220,30 @@ async fn explicit_control_loads_unloads_and_serves_versions() {
         diff > 1e-3,
         "the two versions gave the same image (max diff {diff})"
     );
+    // Prometheus series per version: version 1 answered once, version 2 twice (named and default)
+    let text = server.metrics();
+    for (v, n) in [("1", 1.0), ("2", 2.0)] {
+        let version = format!("version=\"{v}\"");
+        let requests = common::metric(
+            &text,
+            &[
+                "inferd_requests_total",
+                "model=\"mri\"",
+                &version,
+                "code=\"OK\"",
+            ],
+        );
+        assert_eq!(requests, n, "version {v}:\n{text}");
+        let computed = common::metric(
+            &text,
+            &["inferd_compute_seconds_count", "model=\"mri\"", &version],
+        );
+        assert!(computed >= 1.0, "version {v}:\n{text}");
+        assert!(
+            text.contains(&format!("inferd_queue_depth{{model=\"mri\",{version}}} 0")),
+            "{text}"
+        );
+    }
     let err = c.model_infer(recon_request("mri", "3")).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert!(

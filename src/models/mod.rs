@@ -493,17 +493,30 @@ impl ReconEngine {
             .par_iter()
             .map(Prepared::zero_filled_image)
             .collect();
-        for k in 0..u.passes() - 1 {
-            let z = self.denoise(&x, &prepared)?;
-            x = prepared
-                .par_iter()
-                .zip(z)
-                .map(|(p, z)| {
-                    recon::consistent_image(p, z, u.step(k, p.is_radial(), p.is_multicoil()))
-                })
-                .collect::<Result<_>>()?;
+        // spans on this thread (the worker's `compute` is current); rayon's threads carry none
+        let network = |pass: usize| {
+            tracing::info_span!(
+                "network",
+                pass = pass as i64,
+                slices = prepared.len() as i64
+            )
+        };
+        let consistency = |pass: usize| tracing::info_span!("data_consistency", pass = pass as i64);
+        let last = u.passes() - 1;
+        for k in 0..last {
+            let z = network(k).in_scope(|| self.denoise(&x, &prepared))?;
+            x = consistency(k).in_scope(|| {
+                prepared
+                    .par_iter()
+                    .zip(z)
+                    .map(|(p, z)| {
+                        recon::consistent_image(p, z, u.step(k, p.is_radial(), p.is_multicoil()))
+                    })
+                    .collect::<Result<_>>()
+            })?;
         }
-        let z = self.denoise(&x, &prepared)?;
+        let z = network(last).in_scope(|| self.denoise(&x, &prepared))?;
+        let _dc = consistency(last).entered();
         prepared
             .into_par_iter()
             .zip(z)
@@ -553,6 +566,7 @@ impl Engine for ReconEngine {
         // are prepared and finished in parallel on rayon's pool (sized by `--cpu-threads`), while the
         // network runs once for the whole batch. Cartesian slices whose lines are columns run
         // transposed (the networks are trained on row lines) and are transposed back at the end.
+        let prepare = tracing::info_span!("prepare", slices = batch.len() as i64).entered();
         let items: Vec<(Prepared, DcMode, Option<(usize, usize)>)> = batch
             .into_par_iter()
             .map(|input| {
@@ -577,6 +591,7 @@ impl Engine for ReconEngine {
                 ))
             })
             .collect::<Result<_>>()?;
+        drop(prepare);
         if items.is_empty() {
             return Ok(Vec::new());
         }
@@ -588,7 +603,10 @@ impl Engine for ReconEngine {
                 let (ny, nx) = (items[0].0.ny, items[0].0.nx);
                 let inputs: Vec<&[f32]> =
                     items.iter().map(|(p, _)| p.net_input.as_slice()).collect();
-                let outputs = self.run_network(&inputs, ny, nx)?;
+                let outputs =
+                    tracing::info_span!("network", pass = 0i64, slices = inputs.len() as i64)
+                        .in_scope(|| self.run_network(&inputs, ny, nx))?;
+                let _dc = tracing::info_span!("data_consistency", pass = 0i64).entered();
                 items
                     .into_par_iter()
                     .zip(outputs)

@@ -88,7 +88,13 @@ pub struct Outbox {
     metrics: OnceLock<Arc<Metrics>>,
     /// The running delivery's wake-up signal, so that a `put` wakes it even without `notify`.
     waker: Mutex<Option<Arc<Signal>>>,
+    /// The trace of the request that produced each pending item, so that its delivery links to it
+    /// (in memory only: items pending across a restart are delivered without links).
+    traces: Mutex<HashMap<String, opentelemetry::trace::SpanContext>>,
 }
+
+/// Pending items whose request trace is remembered, at most (beyond it, no links).
+const MAX_TRACES: usize = 16_384;
 
 // Shared between request handlers and the delivery thread.
 const _: fn() = || {
@@ -183,6 +189,7 @@ impl Outbox {
             state: Mutex::new(st),
             metrics: OnceLock::new(),
             waker: Mutex::new(None),
+            traces: Mutex::new(HashMap::new()),
         })
     }
 
@@ -190,6 +197,27 @@ impl Outbox {
         // The state stays consistent across a panic in another thread (no multi-step updates
         // spanning a panic point), so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Remembers the trace of the request that enqueued `sop_instance_uid` (see `traces`).
+    pub fn remember_trace(&self, sop_instance_uid: &str, cx: opentelemetry::trace::SpanContext) {
+        let mut traces = self.traces.lock().unwrap_or_else(|p| p.into_inner());
+        if traces.len() < MAX_TRACES {
+            traces.insert(sop_instance_uid.to_string(), cx);
+        }
+    }
+
+    fn traces_of(&self, items: &[PendingItem]) -> Vec<opentelemetry::trace::SpanContext> {
+        let traces = self.traces.lock().unwrap_or_else(|p| p.into_inner());
+        items
+            .iter()
+            .filter_map(|i| traces.get(&i.sop_instance_uid).cloned())
+            .collect()
+    }
+
+    fn forget_trace(&self, item: &PendingItem) {
+        let mut traces = self.traces.lock().unwrap_or_else(|p| p.into_inner());
+        traces.remove(&item.sop_instance_uid);
     }
 
     /// Durably enqueues one Part-10 file (see the module documentation). A second put of a SOP
@@ -316,6 +344,8 @@ impl Outbox {
             st.bytes -= item.bytes;
         }
         self.publish(&st);
+        drop(st);
+        self.forget_trace(item);
     }
 
     /// Moves a refused item to `failed/` with a `.reason` file next to it.
@@ -608,6 +638,14 @@ impl Worker {
         if files.is_empty() {
             return Ok(false);
         }
+        let bytes: u64 = items.iter().map(|i| i.bytes).sum();
+        let span = tracing::info_span!(
+            "pacs_delivery",
+            items = items.len() as i64,
+            bytes = bytes as i64
+        );
+        crate::telemetry::link(&span, self.outbox.traces_of(&items));
+        let _span = span.enter();
         let started = Instant::now();
         let mut stored = 0usize;
         let mut refused = 0usize;

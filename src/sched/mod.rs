@@ -84,6 +84,8 @@ struct Job {
     reply: oneshot::Sender<Result<Done>>,
     /// The request's span, entered on the worker so its logs carry the request's fields.
     span: tracing::Span,
+    /// Open while the item waits for the device (a child of `span`).
+    queued: tracing::Span,
     /// The client's place for this item, held until the item is answered or dropped.
     _client: Option<clients::ClientSlot>,
 }
@@ -96,14 +98,14 @@ impl Waiting for Job {
 
 struct State {
     queues: Queues<Job>,
-    /// Each queue's model name (metric label), indexed like the queues.
-    names: Vec<String>,
+    /// Each queue's model version (metric labels), indexed like the queues.
+    labels: Vec<crate::metrics::ModelLabel>,
     closed: bool,
 }
 
 impl State {
-    fn name(&self, model: usize) -> &str {
-        &self.names[model]
+    fn label(&self, model: usize) -> &crate::metrics::ModelLabel {
+        &self.labels[model]
     }
 }
 
@@ -131,7 +133,7 @@ impl Shared {
     fn record_depth(&self, state: &State, model: usize) {
         self.metrics
             .queue_depth
-            .get_or_create(&Metrics::model(state.name(model)))
+            .get_or_create(state.label(model))
             .set(state.queues.model_len(model) as i64);
     }
 }
@@ -156,7 +158,7 @@ impl Scheduler {
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 queues: Queues::new(&[], config.capacity.max(1)).with_aging(config.priority_aging),
-                names: Vec::new(),
+                labels: Vec::new(),
                 closed: false,
             }),
             wake: Condvar::new(),
@@ -176,7 +178,7 @@ impl Scheduler {
     pub fn add(&self, engine: Arc<dyn Engine>, batching: BatchConfig) -> ModelHandle {
         let mut state = self.shared.lock();
         let queue = state.queues.add(batching);
-        state.names.push(engine.info().name.clone());
+        state.labels.push(Metrics::model(engine.info()));
         ModelHandle { queue, engine }
     }
 
@@ -198,6 +200,7 @@ impl Scheduler {
             ));
         }
         let span = tracing::Span::current();
+        let (name, version) = (&model.info().name, &model.info().version);
         let mut slots = match &options.client {
             Some(ticket) => ticket
                 .acquire(inputs.len())?
@@ -218,6 +221,7 @@ impl Scheduler {
                         input,
                         engine: model.engine.clone(),
                         reply,
+                        queued: tracing::info_span!(parent: &span, "queue", model = %name, version = %version),
                         span: span.clone(),
                         _client: slots.pop().flatten(),
                     },

@@ -40,8 +40,8 @@ fn next_batch(shared: &Shared) -> Option<Vec<Entry<Job>>> {
     }
 }
 
-fn job_name(job: &Job) -> &str {
-    &job.engine.info().name
+fn job_info(job: &Job) -> &crate::models::ModelInfo {
+    job.engine.info()
 }
 
 pub(super) fn drop_entry(shared: &Shared, entry: Entry<Job>, reason: DropReason) {
@@ -53,7 +53,8 @@ pub(super) fn drop_entry(shared: &Shared, entry: Entry<Job>, reason: DropReason)
         .metrics
         .dropped
         .get_or_create(&DropLabels {
-            model: job_name(&entry.item).to_string(),
+            model: job_info(&entry.item).name.clone(),
+            version: job_info(&entry.item).version.clone(),
             reason: reason_label.to_string(),
         })
         .inc();
@@ -77,7 +78,7 @@ fn run_batch(shared: &Shared, entries: Vec<Entry<Job>>) {
     let engine = first.item.engine.clone();
     let info = engine.info();
     let name = info.name.as_str();
-    let label = Metrics::model(name);
+    let label = Metrics::model(info);
     let start = Instant::now();
     let n = entries.len();
     let mut inputs = Vec::with_capacity(n);
@@ -91,16 +92,22 @@ fn run_batch(shared: &Shared, entries: Vec<Entry<Job>>) {
             .queue_seconds
             .get_or_create(&label)
             .observe(queued as f64);
+        drop(e.item.queued);
         inputs.push(e.item.input);
         waiting.push((e.item.reply, e.item.span, queued));
         queue_times.push(waited);
     }
+    let compute = compute_spans(&waiting, info);
     shared
         .metrics
         .batch_size
         .get_or_create(&label)
         .observe(n as f64);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run(inputs)));
+    // the leader's span is current while the engine runs, so the engine's own spans (network, data
+    // consistency) nest under it
+    let outcome = compute[0]
+        .in_scope(|| std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| engine.run(inputs))));
+    drop(compute);
     let ok = matches!(&outcome, Ok(Ok(outputs)) if outputs.len() == n);
     shared
         .metrics
@@ -150,6 +157,32 @@ fn run_batch(shared: &Shared, entries: Vec<Entry<Job>>) {
             );
         }
     }
+}
+
+/// One `compute` span per item, each in its own request's trace; the first item is the batch's
+/// leader and the others link to its span.
+fn compute_spans(
+    waiting: &[(
+        tokio::sync::oneshot::Sender<crate::error::Result<Done>>,
+        tracing::Span,
+        f32,
+    )],
+    info: &crate::models::ModelInfo,
+) -> Vec<tracing::Span> {
+    let n = waiting.len();
+    let spans: Vec<tracing::Span> = waiting
+        .iter()
+        .enumerate()
+        .map(|(i, (_, parent, _))| {
+            tracing::info_span!(parent: parent, "compute", model = %info.name, version = %info.version, batch.size = n as i64, batch.leader = i == 0)
+        })
+        .collect();
+    if let Some(leader) = spans.first().and_then(crate::telemetry::span_context) {
+        for s in &spans[1..] {
+            crate::telemetry::link(s, [leader.clone()]);
+        }
+    }
+    spans
 }
 
 fn fail_all(

@@ -70,7 +70,14 @@ impl MemoryBudget {
 
     /// Reserves `bytes` next to the requests in progress (the per-request limit is the caller's).
     pub fn reserve(self: &Arc<Self>, what: &str, bytes: u64) -> Result<Reservation> {
-        self.take(what, bytes)?;
+        let span = tracing::info_span!(
+            "admission",
+            bytes = bytes as i64,
+            admitted = tracing::field::Empty
+        );
+        let taken = self.take(what, bytes);
+        span.record("admitted", taken.is_ok());
+        taken?;
         Ok(Reservation {
             budget: self.clone(),
             bytes,

@@ -137,6 +137,8 @@ pub struct ServeConfig {
     pub transport: super::limits::TransportLimits,
     #[command(flatten)]
     pub pacs: PacsConfig,
+    #[command(flatten)]
+    pub trace: crate::telemetry::TraceArgs,
 }
 
 /// DICOM output and PACS delivery.
@@ -276,6 +278,11 @@ impl ServeConfig {
             max_connection_age_s: None,
             transport: Default::default(),
             pacs: PacsConfig::default(),
+            trace: crate::telemetry::TraceArgs {
+                otlp_endpoint: None,
+                otlp_sample_ratio: 1.0,
+                otlp_ca: None,
+            },
         }
     }
 

@@ -165,7 +165,13 @@ impl DicomOut {
         let crop = d.crop;
         let store = d.store;
         let outbox = self.pacs.as_ref().map(|p| p.outbox.clone());
+        let span = tracing::info_span!(
+            "dicom_encode",
+            image = index as i64,
+            queued_for_pacs = store && outbox.is_some()
+        );
         let (uid, file, queued) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let _span = span.enter();
             let (image, rows, cols) = match crop {
                 Some([r, c]) => (centre_crop(&magnitude, ny, nx, r, c), r, c),
                 None => (magnitude, ny, nx),
@@ -183,6 +189,9 @@ impl DicomOut {
                             )),
                             other => Error::Internal(format!("writing to the PACS outbox failed: {other}")),
                         })?;
+                    if let Some(cx) = crate::telemetry::span_context(&span) {
+                        outbox.remember_trace(&enc.sop_instance_uid, cx);
+                    }
                     true
                 }
                 _ => false,

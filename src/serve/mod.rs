@@ -321,6 +321,7 @@ pub async fn serve_listeners(
         .layer(tower::util::MapResponseLayer::new(
             oversize_is_resource_exhausted::<tonic::body::Body>,
         ))
+        .layer(crate::telemetry::GrpcTraceLayer)
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection_v1, guard(token.clone())))
         .add_service(InterceptedService::new(

@@ -277,6 +277,8 @@ pub fn load_engine(
     device: &Device,
     fast_conv: bool,
 ) -> Result<Arc<dyn Engine>> {
+    // one trace per load: reading the weights and the warm-up passes (their network spans)
+    let _span = tracing::info_span!("model_load", model = %spec.name, version).entered();
     let start = std::time::Instant::now();
     let mut engine = models::load_with(spec, device, fast_conv)?;
     engine.info_mut().version = version.to_string();

@@ -50,6 +50,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// Slices of one session that may be incomplete at once (interleaved multi-slice acquisitions
 /// keep one per slice; each holds a slice's k-space).
@@ -183,6 +184,9 @@ struct Session {
     scale: Arc<std::sync::OnceLock<f32>>,
     /// The DICOM series the magnitude images are stored in the PACS as (`pacs` parameter).
     series: Option<Arc<Series>>,
+    /// `mrd_session`: the parent of the slices' spans (continuing the `traceparent` parameter's
+    /// trace when given).
+    span: tracing::Span,
 }
 
 async fn session<S>(state: Arc<ServerState>, stream: S, caller: Caller, id: u64)
@@ -215,6 +219,7 @@ where
         slices: 0,
         scale: Arc::default(),
         series: None,
+        span: tracing::info_span!("mrd_session", session = id, otel.kind = "server"),
     };
     tracing::info!(session = id, "MRD session started");
     let end = s.run(&mut rd).await;
@@ -330,6 +335,9 @@ impl Session {
 
     fn config_text(&mut self, text: &str) -> Result<(), String> {
         let p = Params::parse(text)?;
+        if let Some(t) = &p.traceparent {
+            crate::telemetry::parent_from_traceparent(&self.span, t);
+        }
         if let Some(c) = &p.config {
             self.config_file(c.clone())?;
         }
@@ -442,15 +450,17 @@ impl Session {
                 head.channels,
                 asm.image_size()
             );
-            match &mut self.partial {
-                Some(r) => r.grow_to(&what, bytes),
-                None => self
-                    .state
-                    .budget
-                    .admit(&what, bytes)
-                    .map(|r| self.partial = Some(r)),
-            }
-            .map_err(|e| e.to_string())?;
+            let session = self.span.clone();
+            session
+                .in_scope(|| match &mut self.partial {
+                    Some(r) => r.grow_to(&what, bytes),
+                    None => self
+                        .state
+                        .budget
+                        .admit(&what, bytes)
+                        .map(|r| self.partial = Some(r)),
+                })
+                .map_err(|e| e.to_string())?;
         }
         let pushed = asm
             .push(&head, data, &trajectory)
@@ -497,10 +507,14 @@ impl Session {
             scale: self.scale.clone(),
             series: self.series.clone(),
         };
-        self.inflight.spawn(async move {
-            let _permit = permit;
-            job.run(slice).await
-        });
+        let span = tracing::info_span!(parent: &self.span, "mrd_slice", index = self.slices as i64);
+        self.inflight.spawn(
+            async move {
+                let _permit = permit;
+                job.run(slice).await
+            }
+            .instrument(span),
+        );
         Ok(())
     }
 }

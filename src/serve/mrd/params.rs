@@ -148,7 +148,13 @@ pub struct Params {
     /// Store the magnitude images in the server's PACS too.
     pub pacs: bool,
     pub series_description: Option<String>,
+    /// W3C Trace Context of the caller (`traceparent`): the session's spans continue its trace.
+    /// Not a scanner parameter (absent from the OpenRecon label); clients that trace set it.
+    pub traceparent: Option<String>,
 }
+
+/// The CONFIG_TEXT key of [`Params::traceparent`].
+pub const TRACEPARENT: &str = "traceparent";
 
 impl Default for Params {
     fn default() -> Self {
@@ -230,7 +236,7 @@ impl Params {
             .as_object()
             .ok_or_else(|| format!("CONFIG_TEXT must be a JSON object with any of {}", ids()))?;
         for k in obj.keys() {
-            if !PARAMETERS.iter().any(|p| p.id == k) {
+            if k != TRACEPARENT && !PARAMETERS.iter().any(|p| p.id == k) {
                 return Err(format!("unknown parameter {k:?}; accepted: {}", ids()));
             }
         }
@@ -282,6 +288,16 @@ impl Params {
             zero_filled: value("zerofilled")?.as_bool().unwrap_or(false),
             pacs: value("pacs")?.as_bool().unwrap_or(false),
             series_description: (!description.is_empty()).then_some(description),
+            traceparent: match obj.get(TRACEPARENT) {
+                None => None,
+                // version-traceid-parentid-flags: 55 characters in version 00
+                Some(Value::String(t)) if t.len() <= 128 && t.is_ascii() => Some(t.clone()),
+                Some(v) => {
+                    return Err(format!(
+                        "{TRACEPARENT} must be a W3C traceparent string (00-<32 hex>-<16 hex>-<2 hex>), got {v}"
+                    ))
+                }
+            },
         })
     }
 }
@@ -416,6 +432,20 @@ mod tests {
             let e = Params::parse(text).unwrap_err();
             assert!(e.contains(expected), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn traceparent_is_accepted_but_not_a_scanner_parameter() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let p = Params::parse(&json!({ "traceparent": tp, "dc": "cg" }).to_string()).unwrap();
+        assert_eq!(p.traceparent.as_deref(), Some(tp));
+        assert!(Params::default().traceparent.is_none());
+        for bad in [json!(7), json!("é".repeat(10)), json!("0".repeat(129))] {
+            let e = Params::parse(&json!({ "traceparent": bad }).to_string()).unwrap_err();
+            assert!(e.contains("W3C traceparent"), "{e}");
+        }
+        assert!(!PARAMETERS.iter().any(|p| p.id == TRACEPARENT));
+        assert!(!openrecon_label().to_string().contains(TRACEPARENT));
     }
 
     #[test]
