@@ -3,7 +3,8 @@
 
 mod common;
 
-use common::http_request;
+use common::orthanc::free_port;
+use common::{http_request, wait_for};
 use inferd::api::pb::{
     self, recon_request, recon_response, reconstruction_client::ReconstructionClient,
 };
@@ -12,25 +13,6 @@ use inferd::mri::{fft, phantom};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_stream::wrappers::ReceiverStream;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 fn slice_msg(index: u32, n: usize, seed: u64) -> pb::ReconRequest {
     let img = phantom::SyntheticMr::new(seed).sample(n, n);

@@ -7,8 +7,8 @@
 
 mod common;
 
-use common::http_request;
 use common::orthanc::{free_port, Orthanc, AET};
+use common::{http_request, wait_for};
 use inferd::api::kserve::{f32_raw, pb as kpb};
 use inferd::api::pb::{
     self, recon_request, recon_response, reconstruction_client::ReconstructionClient,
@@ -25,17 +25,6 @@ use std::time::{Duration, Instant};
 const PATIENT_NAME: &str = "Doe^Secretina";
 const PATIENT_ID: &str = "PID-TRACE-4711";
 const ACCESSION: &str = "ACC-TRACE-0815";
-
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 /// The OTLP receiver, killed when dropped.
 struct Collector {
@@ -159,6 +148,19 @@ fn with_traceparent<T>(msg: T, tp: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert("traceparent", tp.parse().unwrap());
     r
+}
+
+type Kserve = GrpcInferenceServiceClient<tonic::transport::Channel>;
+
+/// A KServe call made inside the caller's trace `trace_id` (sampled or not).
+async fn infer_in_trace(
+    c: &mut Kserve,
+    req: kpb::ModelInferRequest,
+    trace_id: &str,
+    sampled: bool,
+) -> Result<(), tonic::Status> {
+    let tp = traceparent(trace_id, CLIENT_SPAN, sampled);
+    c.model_infer(with_traceparent(req, &tp)).await.map(|_| ())
 }
 
 /// A fully sampled 32×32 phantom slice as KServe `recon` inputs (k-space [1,1,H,W,2], mask [1,H,W]).
@@ -318,22 +320,14 @@ async fn spans_continue_the_callers_trace_link_pacs_delivery_and_carry_no_patien
     let mut kserve = GrpcInferenceServiceClient::connect(server.url.clone())
         .await
         .unwrap();
-    kserve
-        .model_infer(with_traceparent(
-            kserve_recon(32),
-            &traceparent(TRACE_INFER, CLIENT_SPAN, true),
-        ))
+    infer_in_trace(&mut kserve, kserve_recon(32), TRACE_INFER, true)
         .await
         .unwrap();
     let unknown = kpb::ModelInferRequest {
         model_name: "no-such-model".into(),
         ..kserve_recon(32)
     };
-    let e = kserve
-        .model_infer(with_traceparent(
-            unknown,
-            &traceparent(TRACE_ERROR, CLIENT_SPAN, true),
-        ))
+    let e = infer_in_trace(&mut kserve, unknown, TRACE_ERROR, true)
         .await
         .unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound);
@@ -533,18 +527,10 @@ async fn sample_ratio_zero_still_follows_a_sampled_caller() {
         .unwrap();
     // a new trace (ratio 0: not sampled), a caller that did not sample, and one that did
     kserve.model_infer(kserve_recon(32)).await.unwrap();
-    kserve
-        .model_infer(with_traceparent(
-            kserve_recon(32),
-            &traceparent(TRACE_ERROR, CLIENT_SPAN, false),
-        ))
+    infer_in_trace(&mut kserve, kserve_recon(32), TRACE_ERROR, false)
         .await
         .unwrap();
-    kserve
-        .model_infer(with_traceparent(
-            kserve_recon(32),
-            &traceparent(TRACE_INFER, CLIENT_SPAN, true),
-        ))
+    infer_in_trace(&mut kserve, kserve_recon(32), TRACE_INFER, true)
         .await
         .unwrap();
     let log = server.log();

@@ -123,6 +123,18 @@ impl TestServer {
 
 /// A plain HTTP/1.1 GET (enough for the metrics port): status code and body, `None` if the
 /// connection fails.
+/// Polls `ok` every 50 ms until it holds; fails the test after 120 s.
+pub fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 pub fn http_request(url: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let rest = url.strip_prefix("http://").expect("http URL");
