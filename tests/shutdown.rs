@@ -9,19 +9,18 @@ use inferd::api::pb::{
     self, recon_request, recon_response, reconstruction_client::ReconstructionClient,
 };
 use inferd::api::tensor;
-use inferd::mri::{fft, phantom};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_stream::wrappers::ReceiverStream;
 
 fn slice_msg(index: u32, n: usize, seed: u64) -> pb::ReconRequest {
-    let img = phantom::SyntheticMr::new(seed).sample(n, n);
-    let mut k = img.complex;
-    fft::fft2c(&mut k, n, n);
     pb::ReconRequest {
         msg: Some(recon_request::Msg::Slice(pb::KSpaceSlice {
             index,
-            kspace: Some(tensor::encode_c64(&[1, n, n], &k)),
+            kspace: Some(tensor::encode_c64(
+                &[1, n, n],
+                &common::phantom_kspace(n, seed),
+            )),
             mask: None,
         })),
     }

@@ -10,11 +10,7 @@ mod common;
 use common::orthanc::{free_port, Orthanc, AET};
 use common::{http_request, wait_for};
 use inferd::api::kserve::{f32_raw, pb as kpb};
-use inferd::api::pb::{
-    self, recon_request, recon_response, reconstruction_client::ReconstructionClient,
-};
-use inferd::api::tensor;
-use inferd::mri::{fft, phantom};
+use inferd::api::pb::{self, recon_response, reconstruction_client::ReconstructionClient};
 use kpb::grpc_inference_service_client::GrpcInferenceServiceClient;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -115,6 +111,16 @@ impl Inferd {
         std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 
+    /// Stops the server (which exports what it still buffers) and returns every span the collector
+    /// received, and the server's log.
+    async fn stop_and_collect(self, collector: &Collector) -> (Vec<Value>, String) {
+        let log = self.log();
+        tokio::task::spawn_blocking(move || self.stop())
+            .await
+            .unwrap();
+        (collector.spans(), log)
+    }
+
     /// SIGTERM, which exports the spans still buffered before the process exits.
     fn stop(mut self) {
         let status = Command::new("kill")
@@ -165,9 +171,7 @@ async fn infer_in_trace(
 
 /// A fully sampled 32×32 phantom slice as KServe `recon` inputs (k-space [1,1,H,W,2], mask [1,H,W]).
 fn kserve_recon(n: usize) -> kpb::ModelInferRequest {
-    let img = phantom::SyntheticMr::new(3).sample(n, n);
-    let mut k = img.complex;
-    fft::fft2c(&mut k, n, n);
+    let k = common::phantom_kspace(n, 3);
     let interleaved: Vec<f32> = k.iter().flat_map(|c| [c.re, c.im]).collect();
     let mask: Vec<f32> = (0..n * n)
         .map(|i| ((i / n) % 2 == 0) as u8 as f32)
@@ -193,46 +197,34 @@ fn kserve_recon(n: usize) -> kpb::ModelInferRequest {
     }
 }
 
-fn slice_msg(index: u32, n: usize) -> pb::ReconRequest {
-    let img = phantom::SyntheticMr::new(index as u64 + 1).sample(n, n);
-    let mut k = img.complex;
-    fft::fft2c(&mut k, n, n);
-    pb::ReconRequest {
-        msg: Some(recon_request::Msg::Slice(pb::KSpaceSlice {
-            index,
-            kspace: Some(tensor::encode_c64(&[1, n, n], &k)),
-            mask: None,
-        })),
-    }
-}
-
 /// Streams `slices` phantom slices with DICOM output stored in the PACS; returns the SOP Instance
 /// UIDs of the images.
 async fn stream_to_pacs(url: &str, tp: &str, slices: u32) -> Vec<String> {
     let n = 64;
-    let mut reqs = vec![pb::ReconRequest {
-        msg: Some(recon_request::Msg::Header(pb::ReconHeader {
-            height: n as u32,
-            width: n as u32,
-            coils: 1,
-            slices,
-            sampling: Some(pb::Sampling::variable_density(4.0, 1)),
-            request_id: "trace-test".into(),
-            dicom: Some(pb::DicomOutput {
-                return_dicom: true,
-                store: true,
-                patient_study: Some(pb::PatientStudy {
-                    patient_name: PATIENT_NAME.into(),
-                    patient_id: PATIENT_ID.into(),
-                    accession_number: ACCESSION.into(),
-                    ..Default::default()
-                }),
+    let header = pb::ReconHeader {
+        height: n as u32,
+        width: n as u32,
+        coils: 1,
+        slices,
+        sampling: Some(pb::Sampling::variable_density(4.0, 1)),
+        request_id: "trace-test".into(),
+        dicom: Some(pb::DicomOutput {
+            return_dicom: true,
+            store: true,
+            patient_study: Some(pb::PatientStudy {
+                patient_name: PATIENT_NAME.into(),
+                patient_id: PATIENT_ID.into(),
+                accession_number: ACCESSION.into(),
                 ..Default::default()
             }),
             ..Default::default()
-        })),
-    }];
-    reqs.extend((0..slices).map(|i| slice_msg(i, n)));
+        }),
+        ..Default::default()
+    };
+    let kspace: Vec<_> = (0..slices)
+        .map(|i| (vec![1, n, n], common::phantom_kspace(n, i as u64 + 1)))
+        .collect();
+    let reqs = common::recon_requests(header, &kspace);
     let mut client = ReconstructionClient::connect(url.to_string())
         .await
         .unwrap();
@@ -370,11 +362,7 @@ async fn spans_continue_the_callers_trace_link_pacs_delivery_and_carry_no_patien
     })
     .await
     .unwrap();
-    let log = server.log();
-    tokio::task::spawn_blocking(move || server.stop())
-        .await
-        .unwrap();
-    let spans = collector.spans();
+    let (spans, log) = server.stop_and_collect(&collector).await;
     let context = || format!("{} spans:\n{}\nlog:\n{log}", spans.len(), dump(&spans));
 
     assert!(
@@ -533,11 +521,7 @@ async fn sample_ratio_zero_still_follows_a_sampled_caller() {
     infer_in_trace(&mut kserve, kserve_recon(32), TRACE_INFER, true)
         .await
         .unwrap();
-    let log = server.log();
-    tokio::task::spawn_blocking(move || server.stop())
-        .await
-        .unwrap();
-    let spans = collector.spans();
+    let (spans, log) = server.stop_and_collect(&collector).await;
     let traces: HashSet<&str> = spans
         .iter()
         .map(|s| s["trace_id"].as_str().unwrap())

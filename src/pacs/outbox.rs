@@ -215,9 +215,10 @@ impl Outbox {
             .collect()
     }
 
-    fn forget_trace(&self, item: &PendingItem) {
+    /// Drops the remembered trace of `sop_instance_uid` (delivered, refused, or never enqueued).
+    pub fn forget_trace(&self, sop_instance_uid: &str) {
         let mut traces = self.traces.lock().unwrap_or_else(|p| p.into_inner());
-        traces.remove(&item.sop_instance_uid);
+        traces.remove(sop_instance_uid);
     }
 
     /// Durably enqueues one Part-10 file (see the module documentation). A second put of a SOP
@@ -345,7 +346,7 @@ impl Outbox {
         }
         self.publish(&st);
         drop(st);
-        self.forget_trace(item);
+        self.forget_trace(&item.sop_instance_uid);
     }
 
     /// Moves a refused item to `failed/` with a `.reason` file next to it.

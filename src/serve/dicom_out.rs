@@ -181,17 +181,21 @@ impl DicomOut {
                 .map_err(|e| Error::Internal(format!("DICOM encoding failed: {e}")))?;
             let queued = match (store, outbox) {
                 (true, Some(outbox)) => {
-                    outbox
-                        .put(&enc.sop_instance_uid, &enc.file)
-                        .map_err(|e| match e {
-                            OutboxError::Full { .. } => Error::ResourceExhausted(format!(
-                                "the PACS outbox is full ({e}); images are delivered as the PACS accepts them, retry later"
-                            )),
-                            other => Error::Internal(format!("writing to the PACS outbox failed: {other}")),
-                        })?;
+                    // remembered before the item is visible to the delivery thread
                     if let Some(cx) = crate::telemetry::span_context(&span) {
                         outbox.remember_trace(&enc.sop_instance_uid, cx);
                     }
+                    outbox
+                        .put(&enc.sop_instance_uid, &enc.file)
+                        .map_err(|e| {
+                            outbox.forget_trace(&enc.sop_instance_uid);
+                            match e {
+                                OutboxError::Full { .. } => Error::ResourceExhausted(format!(
+                                    "the PACS outbox is full ({e}); images are delivered as the PACS accepts them, retry later"
+                                )),
+                                other => Error::Internal(format!("writing to the PACS outbox failed: {other}")),
+                            }
+                        })?;
                     true
                 }
                 _ => false,

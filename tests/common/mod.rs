@@ -239,6 +239,15 @@ pub fn graph_request(
 }
 
 /// The reconstruction request stream: `header`, then one slice per `(shape, k-space)`.
+/// Fully sampled single-coil k-space `[ny = n, nx = n]` of a synthetic MR phantom.
+pub fn phantom_kspace(n: usize, seed: u64) -> Vec<num_complex::Complex32> {
+    let mut k = inferd::mri::phantom::SyntheticMr::new(seed)
+        .sample(n, n)
+        .complex;
+    inferd::mri::fft::fft2c(&mut k, n, n);
+    k
+}
+
 pub fn recon_requests(
     header: inferd::api::pb::ReconHeader,
     slices: &[(Vec<usize>, Vec<num_complex::Complex32>)],
