@@ -196,21 +196,12 @@ impl Extractor for Headers<'_> {
     }
 }
 
-struct TraceParent<'a>(&'a str);
-
-impl Extractor for TraceParent<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        (key == "traceparent").then_some(self.0)
-    }
-    fn keys(&self) -> Vec<&str> {
-        vec!["traceparent"]
-    }
-}
-
 /// Makes `span` a child of the remote span a `traceparent` names. A malformed value is ignored
 /// (the span starts a new trace), as W3C Trace Context asks.
 pub fn parent_from_traceparent(span: &tracing::Span, traceparent: &str) {
-    let cx = TraceContextPropagator::new().extract(&TraceParent(traceparent));
+    let carrier =
+        std::collections::HashMap::from([("traceparent".to_string(), traceparent.to_string())]);
+    let cx = TraceContextPropagator::new().extract(&carrier);
     let _ = span.set_parent(cx);
 }
 

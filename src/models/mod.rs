@@ -494,14 +494,8 @@ impl ReconEngine {
             .map(Prepared::zero_filled_image)
             .collect();
         // spans on this thread (the worker's `compute` is current); rayon's threads carry none
-        let network = |pass: usize| {
-            tracing::info_span!(
-                "network",
-                pass = pass as i64,
-                slices = prepared.len() as i64
-            )
-        };
-        let consistency = |pass: usize| tracing::info_span!("data_consistency", pass = pass as i64);
+        let network = |pass| network_span(pass, prepared.len());
+        let consistency = consistency_span;
         let last = u.passes() - 1;
         for k in 0..last {
             let z = network(k).in_scope(|| self.denoise(&x, &prepared))?;
@@ -536,6 +530,16 @@ impl ReconEngine {
             })
             .collect()
     }
+}
+
+/// The trace span of one network pass over `slices` slices (see `crate::telemetry`).
+fn network_span(pass: usize, slices: usize) -> tracing::Span {
+    tracing::info_span!("network", pass = pass as i64, slices = slices as i64)
+}
+
+/// The trace span of one pass's data consistency.
+fn consistency_span(pass: usize) -> tracing::Span {
+    tracing::info_span!("data_consistency", pass = pass as i64)
 }
 
 impl Engine for ReconEngine {
@@ -604,9 +608,8 @@ impl Engine for ReconEngine {
                 let inputs: Vec<&[f32]> =
                     items.iter().map(|(p, _)| p.net_input.as_slice()).collect();
                 let outputs =
-                    tracing::info_span!("network", pass = 0i64, slices = inputs.len() as i64)
-                        .in_scope(|| self.run_network(&inputs, ny, nx))?;
-                let _dc = tracing::info_span!("data_consistency", pass = 0i64).entered();
+                    network_span(0, inputs.len()).in_scope(|| self.run_network(&inputs, ny, nx))?;
+                let _dc = consistency_span(0).entered();
                 items
                     .into_par_iter()
                     .zip(outputs)

@@ -40,10 +40,6 @@ fn next_batch(shared: &Shared) -> Option<Vec<Entry<Job>>> {
     }
 }
 
-fn job_info(job: &Job) -> &crate::models::ModelInfo {
-    job.engine.info()
-}
-
 pub(super) fn drop_entry(shared: &Shared, entry: Entry<Job>, reason: DropReason) {
     let reason_label = match reason {
         DropReason::Expired => "expired",
@@ -53,8 +49,8 @@ pub(super) fn drop_entry(shared: &Shared, entry: Entry<Job>, reason: DropReason)
         .metrics
         .dropped
         .get_or_create(&DropLabels {
-            model: job_info(&entry.item).name.clone(),
-            version: job_info(&entry.item).version.clone(),
+            model: entry.item.engine.info().name.clone(),
+            version: entry.item.engine.info().version.clone(),
             reason: reason_label.to_string(),
         })
         .inc();
@@ -97,7 +93,7 @@ fn run_batch(shared: &Shared, entries: Vec<Entry<Job>>) {
         waiting.push((e.item.reply, e.item.span, queued));
         queue_times.push(waited);
     }
-    let compute = compute_spans(&waiting, info);
+    let compute = compute_spans(waiting.iter().map(|(_, span, _)| span), info);
     shared
         .metrics
         .batch_size
@@ -159,22 +155,17 @@ fn run_batch(shared: &Shared, entries: Vec<Entry<Job>>) {
     }
 }
 
-/// One `compute` span per item, each in its own request's trace; the first item is the batch's
-/// leader and the others link to its span.
-fn compute_spans(
-    waiting: &[(
-        tokio::sync::oneshot::Sender<crate::error::Result<Done>>,
-        tracing::Span,
-        f32,
-    )],
+/// One `compute` span per item (children of the items' request spans, `parents`), each in its own
+/// request's trace; the first item is the batch's leader and the others link to its span.
+fn compute_spans<'a>(
+    parents: impl ExactSizeIterator<Item = &'a tracing::Span>,
     info: &crate::models::ModelInfo,
 ) -> Vec<tracing::Span> {
-    let n = waiting.len();
-    let spans: Vec<tracing::Span> = waiting
-        .iter()
+    let n = parents.len() as i64;
+    let spans: Vec<tracing::Span> = parents
         .enumerate()
-        .map(|(i, (_, parent, _))| {
-            tracing::info_span!(parent: parent, "compute", model = %info.name, version = %info.version, batch.size = n as i64, batch.leader = i == 0)
+        .map(|(i, parent)| {
+            tracing::info_span!(parent: parent, "compute", model = %info.name, version = %info.version, batch.size = n, batch.leader = i == 0)
         })
         .collect();
     if let Some(leader) = spans.first().and_then(crate::telemetry::span_context) {

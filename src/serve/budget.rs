@@ -72,7 +72,8 @@ impl MemoryBudget {
     pub fn reserve(self: &Arc<Self>, what: &str, bytes: u64) -> Result<Reservation> {
         let span = tracing::info_span!(
             "admission",
-            bytes = bytes as i64,
+            // u64::MAX stands for "beyond any count" (see `admit`)
+            bytes = i64::try_from(bytes).unwrap_or(i64::MAX),
             admitted = tracing::field::Empty
         );
         let taken = self.take(what, bytes);
