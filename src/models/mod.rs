@@ -340,6 +340,19 @@ fn unrecognised(name: &str, tensors: &HashMap<String, Tensor>) -> Error {
 /// (non-Cartesian) data: KServe then gives it the `recon-radial` contract (k-space on a trajectory).
 pub const RADIAL_MARKER: &str = "sampling.radial";
 
+/// The bound on the full-resolution activations of one CPU network group: the server's allocator keeps
+/// blocks below 32 MiB (glibc's largest mmap threshold) on its heap (`src/main.rs`).
+pub const CPU_GROUP_ACTIVATION_BYTES: usize = 32 << 20;
+
+/// How many `ny × nx` images of a network of `width` channels one CPU group holds (at least one).
+fn cpu_group(width: usize, ny: usize, nx: usize) -> usize {
+    let per_image = width
+        .saturating_mul(ny)
+        .saturating_mul(nx)
+        .saturating_mul(4);
+    ((CPU_GROUP_ACTIVATION_BYTES - 1) / per_image.max(1)).max(1)
+}
+
 /// A loaded ReconResNet on its device, with the MR physics around it (coil combination, data
 /// consistency): a single-pass magnitude network, or an unrolled model ([`unrolled`]).
 pub struct ReconEngine {
@@ -438,13 +451,26 @@ impl ReconEngine {
     }
 
     /// Runs the network on a batch of `[c, ny, nx]` images of one size (`c` = the network's channels).
+    ///
+    /// On the CPU a batch runs in groups whose full-resolution feature maps (width × ny × nx floats per
+    /// image, the network's largest activations) stay below [`CPU_GROUP_ACTIVATION_BYTES`]: larger
+    /// blocks are mapped and page-faulted in afresh by the allocator in every layer, and the CPU gains
+    /// nothing from a larger batch (BENCHMARKS.md). A GPU runs the whole batch at once.
     pub fn run_network(&self, images: &[&[f32]], ny: usize, nx: usize) -> Result<Vec<Vec<f32>>> {
-        let b = images.len();
         let c = self.net.config.channels;
-        let flat: Vec<f32> = images.iter().flat_map(|i| i.iter().copied()).collect();
-        let x = Tensor::from_vec(flat, (b, c, ny, nx), &self.device)?;
-        let y = self.net.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
-        Ok(y.chunks_exact(c * ny * nx).map(<[f32]>::to_vec).collect())
+        let group = if self.device.is_cpu() {
+            cpu_group(self.net.config.width, ny, nx)
+        } else {
+            images.len().max(1)
+        };
+        let mut out = Vec::with_capacity(images.len());
+        for part in images.chunks(group) {
+            let flat: Vec<f32> = part.iter().flat_map(|i| i.iter().copied()).collect();
+            let x = Tensor::from_vec(flat, (part.len(), c, ny, nx), &self.device)?;
+            let y = self.net.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+            out.extend(y.chunks_exact(c * ny * nx).map(<[f32]>::to_vec));
+        }
+        Ok(out)
     }
 
     /// One denoising pass of the unrolled model over a batch: `z = x + s · D(x / s)` per slice, with `s`
@@ -517,9 +543,9 @@ impl ReconEngine {
             .zip(modes)
             .map(|((p, z), mode)| {
                 // The spectral guard scales the predicted, unmeasured k-space; with data consistency off
-                // the client asked for the network's own image, so no rings are fitted.
-                let bands = if mode == DcMode::Off { 0 } else { u.guard_bands };
-                let (misfit, gains) = recon::guard_statistics(&p, &z, bands)?;
+                // the client asked for the network's own image, so no gains are fitted.
+                let lines = if mode == DcMode::Off { 0 } else { u.guard_lines };
+                let (misfit, gains) = recon::guard_statistics(&p, &z, lines)?;
                 let weight = u.guard_weight(misfit);
                 if weight < 1.0 {
                     tracing::debug!(weight, "reconstruction guard: the network's image contradicts the measurements; blended towards zero-filled");
@@ -939,5 +965,45 @@ mod tests {
             .map(|(x, y)| (x - y).abs())
             .fold(0f32, f32::max);
         assert!(d < 1e-5, "fast and stock paths differ by {d}");
+    }
+
+    #[test]
+    fn cpu_batches_run_in_groups_below_the_allocators_mmap_threshold_with_unchanged_results() {
+        assert_eq!(cpu_group(32, 256, 256), 3); // 8 MiB of feature maps per image
+        assert_eq!(cpu_group(32, 512, 512), 1);
+        assert_eq!(cpu_group(32, 64, 64), 63);
+        assert_eq!(cpu_group(usize::MAX, 2, 2), 1);
+        // Four 1024 × 512 images of a width-4 network: groups of 3 and 1, in order, each image's output
+        // what it is alone.
+        assert_eq!(cpu_group(4, 1024, 512), 3);
+        let weights = recon_resnet::ReconResNetConfig::magnitude(4, 1)
+            .random_weights(&Device::Cpu)
+            .unwrap();
+        let file = tempfile::NamedTempFile::new().unwrap();
+        candle_core::safetensors::save(&weights, file.path()).unwrap();
+        let engine = ReconEngine::load(
+            &WeightsSource::File(file.path().to_path_buf()),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let images: Vec<Vec<f32>> = (0..4)
+            .map(|k| {
+                (0..1024 * 512)
+                    .map(|i| ((i * (7 + 2 * k)) % 97) as f32 / 97.0)
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[f32]> = images.iter().map(Vec::as_slice).collect();
+        let batch = engine.run_network(&refs, 1024, 512).unwrap();
+        assert_eq!(batch.len(), 4);
+        for (k, image) in refs.iter().enumerate() {
+            let alone = engine.run_network(&[image], 1024, 512).unwrap();
+            let d = batch[k]
+                .iter()
+                .zip(&alone[0])
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(d <= 1e-5, "image {k}: batched and alone differ by {d}");
+        }
     }
 }

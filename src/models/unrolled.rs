@@ -17,14 +17,14 @@
 //! `tests/reference/unrolled.py` and `scripts/train_unrolled.py`.
 //!
 //! Two guards keep a slice from coming out worse than its zero-filled (gridded) image: the spectral
-//! guard of Cartesian slices ([`crate::mri::guard`]) scales the predicted, unmeasured k-space ring by
-//! ring by how well the last pass predicts the measured samples of the same ring, and the misfit guard
+//! guard of Cartesian slices ([`crate::mri::guard`]) scales the predicted, unmeasured k-space line by
+//! line by how well the last pass predicts the nearest measured lines, and the misfit guard
 //! ([`Unrolled::guard_weight`]) blends a network that contradicts its measurements towards the
 //! zero-filled image.
 //!
 //! Weights: the denoiser under the ReconResNet names (`model.*`, two channels), `unrolled.lambda` `[K]`
 //! and `unrolled.cg_iterations` `[1]`; optionally `unrolled.guard_misfit` `[1]` and
-//! `unrolled.guard_bands` `[1]` (the guards' settings).
+//! `unrolled.guard_lines` `[1]` (the guards' settings).
 
 use crate::mri::dc::DcMode;
 use crate::mri::guard;
@@ -39,8 +39,8 @@ pub const CG_ITERATIONS_TENSOR: &str = "unrolled.cg_iterations";
 pub const GUARD_TENSOR: &str = "unrolled.guard_misfit";
 /// The threshold when a file carries none: a misfit of half the measured signal's energy.
 pub const DEFAULT_GUARD_MISFIT: f32 = 0.5;
-/// Rings of the spectral guard ([`crate::mri::guard`]); 0 turns it off.
-pub const GUARD_BANDS_TENSOR: &str = "unrolled.guard_bands";
+/// The spectral guard's neighbourhood in measured lines ([`crate::mri::guard`]); 0 turns it off.
+pub const GUARD_LINES_TENSOR: &str = "unrolled.guard_lines";
 /// At most this many passes (a malformed file cannot make a request loop for long).
 pub const MAX_PASSES: usize = 32;
 
@@ -53,8 +53,9 @@ pub struct Unrolled {
     /// The guard's threshold τ on the final pass's relative misfit to the measurements
     /// ([`crate::mri::recon::guard_statistics`]); see [`Unrolled::guard_weight`].
     pub guard_misfit: f32,
-    /// Rings of the spectral guard of Cartesian slices ([`crate::mri::guard`]; 0: off).
-    pub guard_bands: usize,
+    /// The spectral guard's neighbourhood of Cartesian slices in measured lines
+    /// ([`crate::mri::guard`]; 0: off).
+    pub guard_lines: usize,
 }
 
 impl Unrolled {
@@ -90,21 +91,21 @@ impl Unrolled {
                 "{GUARD_TENSOR} is {guard}, expected a finite number > 0"
             ));
         }
-        let bands = first(
-            take_values(tensors, GUARD_BANDS_TENSOR)?,
-            guard::DEFAULT_BANDS as f32,
+        let lines = first(
+            take_values(tensors, GUARD_LINES_TENSOR)?,
+            guard::DEFAULT_LINES as f32,
         );
-        if !(0.0..=guard::MAX_BANDS as f32).contains(&bands) || bands.fract() != 0.0 {
+        if !(0.0..=guard::MAX_LINES as f32).contains(&lines) || lines.fract() != 0.0 {
             return Err(format!(
-                "{GUARD_BANDS_TENSOR} is {bands}, expected a whole number from 0 to {}",
-                guard::MAX_BANDS
+                "{GUARD_LINES_TENSOR} is {lines}, expected a whole number from 0 to {}",
+                guard::MAX_LINES
             ));
         }
         Ok(Some(Unrolled {
             lambdas,
             cg_iterations: cg as usize,
             guard_misfit: guard,
-            guard_bands: bands as usize,
+            guard_lines: lines as usize,
         }))
     }
 
@@ -214,21 +215,21 @@ mod tests {
         assert_eq!(u.guard_weight(0.1), 1.0);
         assert_eq!(u.guard_weight(2.0), 0.25);
         assert_eq!(u.guard_weight(f32::NAN), 0.0);
-        assert_eq!(u.guard_bands, guard::DEFAULT_BANDS);
-        let with_bands = |b: f32| {
+        assert_eq!(u.guard_lines, guard::DEFAULT_LINES);
+        let with_lines = |b: f32| {
             let mut t = tensors(&[1.0], None);
             t.insert(
-                GUARD_BANDS_TENSOR.to_string(),
+                GUARD_LINES_TENSOR.to_string(),
                 Tensor::new(&[b], &Device::Cpu).unwrap(),
             );
             t
         };
-        let u = Unrolled::take_from(&mut with_bands(0.0)).unwrap().unwrap();
-        assert_eq!(u.guard_bands, 0);
+        let u = Unrolled::take_from(&mut with_lines(0.0)).unwrap().unwrap();
+        assert_eq!(u.guard_lines, 0);
         for bad in [
-            with_bands(-1.0),
-            with_bands(2.5),
-            with_bands(1e9),
+            with_lines(-1.0),
+            with_lines(2.5),
+            with_lines(1e9),
             tensors(&[1.0, f32::NAN], None),
             tensors(&[1.0, -1.0], None),
             tensors(&[], None),

@@ -1,48 +1,66 @@
 //! The spectral guard of Cartesian reconstructions: how much of the network's prediction of the
-//! *unmeasured* k-space a slice keeps, ring by ring.
+//! *unmeasured* k-space a slice keeps, line by line.
 //!
 //! Hard data consistency keeps every measured sample, so a reconstruction can only be worse than the
 //! zero-filled image through what it puts where nothing was measured. The measured samples outside the
-//! fully sampled centre tell how good those predictions are at the same spatial frequencies: before its
-//! final data consistency, the last pass's image predicts the measured samples too. Per ring of k-space
-//! the guard fits one factor `g = Re⟨k̂, y⟩ / ‖k̂‖²` (clamped to [0, 1]) that best maps the prediction
-//! `k̂` onto the measurements `y` at that ring's measured points, and scales the unmeasured points of
-//! the ring by it. A network that predicts the measured samples keeps its prediction (g ≈ 1); one
-//! that invents detail the measurements do not have (an image with no energy at those frequencies,
-//! such as a low-resolution series interpolated to a larger matrix) has it scaled towards zero there,
-//! i.e. towards the zero-filled image.
+//! fully sampled centre tell how good those predictions are at nearby spatial frequencies: before its
+//! final data consistency, the last pass's image predicts the measured samples too. For every
+//! unmeasured ring of k-space the guard fits one factor `g = Re⟨k̂, y⟩ / ‖k̂‖²` (clamped to [0, 1])
+//! that best maps the prediction `k̂` onto the measurements `y` at the measured points *nearest* to
+//! that ring, and scales the ring's unmeasured points by it. A network that predicts the measured
+//! samples keeps its prediction (g ≈ 1); one that invents detail the measurements do not have (an
+//! image with no energy at those frequencies, such as a low-resolution series interpolated to a larger
+//! matrix) has it scaled towards zero there, i.e. towards the zero-filled image.
 //!
-//! Rings: the spectral coordinate of a point is the distance of its row from the centre row over
-//! `ny / 2` for masks of whole rows (1-D phase encoding), of its column over `nx / 2` for masks of
-//! whole columns, and the elliptic radius otherwise. The unmeasured region, from the smallest
-//! coordinate of an unmeasured point to the largest coordinate, is cut into `bands` rings of equal
-//! width; a ring without measured points takes the factor of the ring inside it (the first ring: 1).
+//! Rings: the spectral coordinate of a point is the distance of its row from the centre row for masks
+//! of whole rows (1-D phase encoding), of its column from the centre column for masks of whole
+//! columns, and the elliptic radius in samples of the longer side otherwise; rings are one sample
+//! wide. The measured points that count lie at or beyond the fully sampled centre (the smallest
+//! coordinate of an unmeasured point). An unmeasured ring's neighbourhood starts at the ring itself and
+//! grows one ring at a time towards the nearer side (the inner one on a tie) until it holds `lines`
+//! lines' worth of measured points (a line: the mask's line length, or the longer side for other
+//! masks); with no measured point outside the centre the gain is 1 (nothing to check against).
+//! Neighbourhoods of two lines follow the spectrum where it falls steeply (near the centre, where most
+//! of an image's energy and a low-resolution image's band edge lie) instead of averaging over a wide
+//! ring; the width was chosen on training-source slices only (`scripts/guard_study.py`, models/README).
 //! The reference implementation is `band_gains` in `tests/reference/unrolled.py`.
 
 use super::masks::{self, LineAxis};
 use num_complex::Complex32;
 
-/// Rings of the guard when a model file does not set them (`unrolled.guard_bands`).
-pub const DEFAULT_BANDS: usize = 8;
-/// At most this many rings (a file cannot make the guard's statistics meaningless).
-pub const MAX_BANDS: usize = 64;
+/// The neighbourhood of the guard in measured lines when a model file does not set it
+/// (`unrolled.guard_lines`).
+pub const DEFAULT_LINES: usize = 2;
+/// At most this many lines (a file cannot make the guard's neighbourhoods meaningless).
+pub const MAX_LINES: usize = 64;
 
-/// The spectral coordinate of point `i` (row-major `[ny, nx]`; see the module documentation).
-fn coordinate(mask: &[f32], ny: usize, nx: usize) -> impl Fn(usize) -> f64 {
+/// The ring (one sample wide) of every point `[ny, nx]`, and the measured points of a line's worth
+/// (see the module documentation).
+fn rings(mask: &[f32], ny: usize, nx: usize) -> (Vec<usize>, usize) {
+    let distance = |i: usize, n: usize| (i as f64 - (n / 2) as f64).abs();
+    let long = ny.max(nx);
     let axis = masks::line_axis(mask, ny, nx);
-    let distance = |i: usize, n: usize| (i as f64 - (n / 2) as f64).abs() / (n as f64 / 2.0);
-    move |i| {
+    let ring = |i: usize| {
         let (dy, dx) = (distance(i / nx, ny), distance(i % nx, nx));
         match axis {
-            LineAxis::Rows => dy,
-            LineAxis::Columns => dx,
-            LineAxis::Neither => (dy * dy + dx * dx).sqrt(),
+            LineAxis::Rows => dy as usize,
+            LineAxis::Columns => dx as usize,
+            LineAxis::Neither => {
+                let (ry, rx) = (dy / (ny as f64 / 2.0), dx / (nx as f64 / 2.0));
+                ((ry * ry + rx * rx).sqrt() * long as f64 / 2.0).round() as usize
+            }
         }
-    }
+    };
+    let line = match axis {
+        LineAxis::Rows => nx,
+        LineAxis::Columns => ny,
+        LineAxis::Neither => long,
+    };
+    ((0..ny * nx).map(ring).collect(), line)
 }
 
 /// The guard's gain of every k-space point `[ny, nx]` (1 where measured), or `None` when nothing is
-/// unmeasured or `bands` is 0. `predicted` and `measured` are the coils' k-space `[coils, ny, nx]`: the
+/// unmeasured or `lines` is 0. `predicted` and `measured` are the coils' k-space `[coils, ny, nx]`: the
 /// last pass's image before its data consistency, and the measurements (zero where not sampled).
 pub fn band_gains(
     predicted: &[Complex32],
@@ -50,65 +68,75 @@ pub fn band_gains(
     mask: &[f32],
     ny: usize,
     nx: usize,
-    bands: usize,
+    lines: usize,
 ) -> Option<Vec<f32>> {
     let plane = ny * nx;
-    if bands == 0 || plane == 0 || mask.iter().all(|&m| m > 0.0) {
+    if lines == 0 || plane == 0 || mask.iter().all(|&m| m > 0.0) {
         return None;
     }
-    let coord = coordinate(mask, ny, nx);
-    let (mut r0, mut r1) = (f64::INFINITY, 0.0f64);
-    for (i, &m) in mask.iter().enumerate() {
-        let c = coord(i);
-        if m <= 0.0 {
-            r0 = r0.min(c);
+    let (ring, line) = rings(mask, ny, nx);
+    let last = ring.iter().copied().max().unwrap_or(0);
+    let centre = (0..plane)
+        .filter(|&i| mask[i] <= 0.0)
+        .map(|i| ring[i])
+        .min()
+        .unwrap_or(0);
+    let (mut num, mut den) = (vec![0.0f64; last + 1], vec![0.0f64; last + 1]);
+    let (mut count, mut open) = (vec![0usize; last + 1], vec![false; last + 1]);
+    for i in 0..plane {
+        let r = ring[i];
+        if mask[i] <= 0.0 {
+            open[r] = true;
+        } else if r >= centre {
+            count[r] += 1;
         }
-        r1 = r1.max(c);
     }
-    let width = (r1 - r0) / bands as f64;
-    let band = |c: f64| {
-        if width > 0.0 {
-            ((c - r0) / width).floor().clamp(0.0, (bands - 1) as f64) as usize
-        } else {
-            0
-        }
-    };
-    let (mut num, mut den) = (vec![0.0f64; bands], vec![0.0f64; bands]);
-    let mut measured_in = vec![false; bands];
     for (kc, yc) in predicted
         .chunks_exact(plane)
         .zip(measured.chunks_exact(plane))
     {
-        for i in 0..plane {
-            let c = coord(i);
-            if mask[i] > 0.0 && c >= r0 {
-                let b = band(c);
-                let (k, y) = (kc[i], yc[i]);
-                num[b] += k.re as f64 * y.re as f64 + k.im as f64 * y.im as f64;
-                den[b] += k.re as f64 * k.re as f64 + k.im as f64 * k.im as f64;
-                measured_in[b] = true;
+        for i in (0..plane).filter(|&i| mask[i] > 0.0 && ring[i] >= centre) {
+            let (k, y) = (kc[i], yc[i]);
+            num[ring[i]] += k.re as f64 * y.re as f64 + k.im as f64 * y.im as f64;
+            den[ring[i]] += k.re as f64 * k.re as f64 + k.im as f64 * k.im as f64;
+        }
+    }
+    let need = lines.saturating_mul(line);
+    let gains: Vec<f32> = (0..=last)
+        .map(|r| {
+            if !open[r] {
+                return 1.0;
             }
-        }
-    }
-    let mut gains = Vec::with_capacity(bands);
-    let mut g = 1.0f64;
-    for b in 0..bands {
-        if measured_in[b] && den[b] > 0.0 {
-            g = (num[b] / den[b]).clamp(0.0, 1.0);
-        }
-        gains.push(g as f32);
-    }
-    Some(
-        mask.iter()
-            .enumerate()
-            .map(|(i, &m)| {
-                let c = coord(i);
-                if m > 0.0 || c < r0 {
-                    1.0
-                } else {
-                    gains[band(c)]
+            let (mut lo, mut hi, mut held) = (r, r, count[r]);
+            while held < need && (lo > centre || hi < last) {
+                let inner = (lo > centre).then(|| r - (lo - 1));
+                let outer = (hi < last).then(|| hi + 1 - r);
+                match (inner, outer) {
+                    (Some(a), Some(b)) if a > b => {
+                        hi += 1;
+                        held += count[hi];
+                    }
+                    (Some(_), _) => {
+                        lo -= 1;
+                        held += count[lo];
+                    }
+                    (None, _) => {
+                        hi += 1;
+                        held += count[hi];
+                    }
                 }
-            })
+            }
+            let d: f64 = den[lo..=hi].iter().sum();
+            if d > 0.0 {
+                (num[lo..=hi].iter().sum::<f64>() / d).clamp(0.0, 1.0) as f32
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    Some(
+        (0..plane)
+            .map(|i| if mask[i] > 0.0 { 1.0 } else { gains[ring[i]] })
             .collect(),
     )
 }
@@ -134,58 +162,92 @@ mod tests {
         m
     }
 
+    fn energy(k: &[Complex32], nx: usize, row: usize) -> f64 {
+        k[row * nx..(row + 1) * nx]
+            .iter()
+            .map(|c| c.norm_sqr() as f64)
+            .sum()
+    }
+
     #[test]
-    fn a_prediction_that_matches_the_measurements_is_kept_and_one_that_invents_energy_is_removed() {
+    fn each_unmeasured_line_takes_the_fit_of_the_nearest_measured_lines() {
         let (ny, nx) = (16, 8);
-        // centre rows 6..10 and outer rows 2 and 13
+        // centre rows 6..=10; outside it, rows 13 (5 from the centre row 8) and 2 (6 from it)
         let mask = row_mask(ny, nx, &[2, 6, 7, 8, 9, 10, 13]);
         let truth: Vec<Complex32> = (0..ny * nx)
-            .map(|i| Complex32::new((i % 5) as f32, (i % 3) as f32 - 1.0))
+            .map(|i| Complex32::new((i % 5) as f32 + 1.0, (i % 3) as f32 - 1.0))
             .collect();
-        let measured: Vec<Complex32> = truth
-            .iter()
-            .zip(&mask)
-            .map(|(t, &m)| if m > 0.0 { *t } else { Complex32::default() })
-            .collect();
-        let gains = band_gains(&truth, &measured, &mask, ny, nx, 4).unwrap();
+        let sampled = |y: &dyn Fn(usize) -> bool| -> Vec<Complex32> {
+            (0..ny * nx)
+                .map(|i| {
+                    if y(i / nx) {
+                        truth[i]
+                    } else {
+                        Complex32::default()
+                    }
+                })
+                .collect()
+        };
+        let measured = sampled(&|r| mask[r * nx] > 0.0);
+        let gains = band_gains(&truth, &measured, &mask, ny, nx, 2).unwrap();
         assert!(gains.iter().all(|&g| (g - 1.0).abs() < 1e-6), "{gains:?}");
-        // An image with nothing outside the centre: the measured outer rows are zero; a network that
-        // predicts energy there loses it on the unmeasured rows of those rings.
-        let measured: Vec<Complex32> = measured
-            .iter()
-            .enumerate()
-            .map(|(i, y)| {
-                if (6..=10).contains(&(i / nx)) {
-                    *y
+        // Row 13 is predicted exactly, row 2 measured nothing (an image without that frequency).
+        let measured = sampled(&|r| (6..=13).contains(&r) && mask[r * nx] > 0.0);
+        let gains = band_gains(&truth, &measured, &mask, ny, nx, 1).unwrap();
+        for row in 0..ny {
+            // with one line's worth: rows 3..=5 and 11, 12 (3 to 5 from the centre) look to row 13,
+            // rows 14, 15, 0, 1 (6 to 8 from it) to row 2; measured rows keep everything
+            let expected = if [14, 15, 0, 1].contains(&row) {
+                0.0
+            } else {
+                1.0
+            };
+            assert_eq!(gains[row * nx], expected, "row {row}");
+        }
+        // Two lines' worth: row 5 (3 from the centre) grows outwards to rows 13 and 2 and takes their
+        // joint least-squares factor ‖t₁₃‖² / (‖t₁₃‖² + ‖t₂‖²).
+        let gains = band_gains(&truth, &measured, &mask, ny, nx, 2).unwrap();
+        let (e13, e2) = (energy(&truth, nx, 13), energy(&truth, nx, 2));
+        let joint = (e13 / (e13 + e2)) as f32;
+        assert!(
+            (gains[5 * nx] - joint).abs() < 1e-6,
+            "{} vs {joint}",
+            gains[5 * nx]
+        );
+        assert_eq!(gains[13 * nx], 1.0);
+    }
+
+    #[test]
+    fn column_masks_use_column_distance_and_degenerate_masks_have_no_guard() {
+        let (ny, nx) = (8, 16);
+        let rows = row_mask(nx, ny, &[1, 7, 8, 9]);
+        let mask = crate::mri::masks::transpose(&rows, nx, ny);
+        let (ring, line) = rings(&mask, ny, nx);
+        assert_eq!((ring[0], ring[3 * nx + 8], ring[5 * nx + 15]), (8, 0, 7));
+        assert_eq!(line, ny);
+        // an image whose measured column 1 is zero: every unmeasured column is scaled to zero
+        let k = vec![Complex32::new(1.0, 2.0); ny * nx];
+        let y: Vec<Complex32> = (0..ny * nx)
+            .map(|i| {
+                if (7..=9).contains(&(i % nx)) {
+                    k[i]
                 } else {
                     Complex32::default()
                 }
             })
             .collect();
-        // Rows are 3 to 8 from the centre row beyond the centre block: rings of 5/32 from 3/8 of the
-        // half-width. Ring 0 (rows 4, 5, 11, 12) holds no measured row and keeps the first ring's 1;
-        // ring 1 (row 13 measured, row 3) and ring 2 (row 2 measured, row 14) measured zeros; ring 3
-        // (rows 0, 1, 15) has none and takes ring 2's 0.
-        let gains = band_gains(&truth, &measured, &mask, ny, nx, 4).unwrap();
-        for y in 0..ny {
-            let expected = if [0, 1, 3, 14, 15].contains(&y) {
-                0.0
-            } else {
-                1.0
-            };
-            assert_eq!(gains[y * nx], expected, "row {y}");
+        let gains = band_gains(&k, &y, &mask, ny, nx, 2).unwrap();
+        for (i, g) in gains.iter().enumerate() {
+            let expected = if mask[i] > 0.0 { 1.0 } else { 0.0 };
+            assert_eq!(*g, expected, "point {i}");
         }
-    }
-
-    #[test]
-    fn column_masks_use_column_distance_and_full_masks_have_no_guard() {
-        let (ny, nx) = (8, 16);
-        let rows = row_mask(nx, ny, &[1, 7, 8, 9]);
-        let mask = crate::mri::masks::transpose(&rows, nx, ny);
-        let c = coordinate(&mask, ny, nx);
-        assert_eq!(c(0), 1.0); // column 0: |0 - 8| / 8
-        assert_eq!(c(3 * nx + 8), 0.0);
-        assert!(band_gains(&[], &[], &vec![1.0; 4], 2, 2, 8).is_none());
+        // nothing measured outside the centre: nothing to check against, nothing scaled
+        let centre = crate::mri::masks::transpose(&row_mask(nx, ny, &[7, 8, 9]), nx, ny);
+        assert!(band_gains(&k, &y, &centre, ny, nx, 2)
+            .unwrap()
+            .iter()
+            .all(|&g| g == 1.0));
+        assert!(band_gains(&[], &[], &vec![1.0; 4], 2, 2, 2).is_none());
         assert!(band_gains(&[], &[], &mask, ny, nx, 0).is_none());
     }
 }

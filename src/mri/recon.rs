@@ -357,11 +357,12 @@ fn consistent_coil_images(
 /// - the misfit `‖A S x − y‖² / ‖y‖²` over the measured samples of every coil (`A` the masked FFT, or
 ///   the NUFFT weighted by the density compensation; `S` the sensitivities), 0 for an image that
 ///   explains the data exactly;
-/// - for Cartesian slices, the spectral guard's gains ([`guard::band_gains`] with `bands` rings).
+/// - for Cartesian slices, the spectral guard's gains ([`guard::band_gains`] over neighbourhoods of
+///   `lines` measured lines).
 pub fn guard_statistics(
     p: &Prepared,
     x: &[Complex32],
-    bands: usize,
+    lines: usize,
 ) -> Result<(f32, Option<Vec<f32>>)> {
     let plane = p.ny * p.nx;
     let coil_images = match &p.sens {
@@ -383,7 +384,7 @@ pub fn guard_statistics(
                 }
             }
             if !p.empty {
-                gains = guard::band_gains(&k, kspace, mask, p.ny, p.nx, bands);
+                gains = guard::band_gains(&k, kspace, mask, p.ny, p.nx, lines);
             }
         }
         Measured::Radial { samples, op } => {

@@ -101,56 +101,68 @@ class ToeplitzOp:
         return x
 
 
-# inferd's default number of spectral-guard rings (`unrolled.guard_bands` overrides it).
-DEFAULT_GUARD_BANDS = 8
+# inferd's default spectral-guard neighbourhood in measured lines (`unrolled.guard_lines` overrides it).
+DEFAULT_GUARD_LINES = 2
 
 
-def band_coordinates(mask):
-    """Each k-space point's spectral coordinate for the spectral guard, from a [H, W] mask (centre at
-    (H // 2, W // 2)): the distance of its row from the centre row over H / 2 for masks of whole rows,
-    of its column over W / 2 for masks of whole columns, otherwise the radius
-    sqrt((dy / (H / 2))² + (dx / (W / 2))²)."""
+def band_rings(mask):
+    """Each k-space point's ring (one sample wide) for the spectral guard, from a [H, W] mask (centre at
+    (H // 2, W // 2)), and a line's worth of points: the distance of its row from the centre row for
+    masks of whole rows (W points a line), of its column from the centre column for masks of whole
+    columns (H), otherwise round(sqrt((dy / (H / 2))² + (dx / (W / 2))²) · max(H, W) / 2) (max(H, W))."""
     h, w = mask.shape
-    dy = (torch.arange(h, dtype=torch.float64) - h // 2).abs() / (h / 2)
-    dx = (torch.arange(w, dtype=torch.float64) - w // 2).abs() / (w / 2)
+    dy = (torch.arange(h, dtype=torch.float64) - h // 2).abs()
+    dx = (torch.arange(w, dtype=torch.float64) - w // 2).abs()
     sampled = mask > 0
     if bool((sampled == sampled[:, :1]).all()):
-        return dy[:, None].expand(h, w)
+        return dy[:, None].expand(h, w).long(), w
     if bool((sampled == sampled[:1, :]).all()):
-        return dx[None, :].expand(h, w)
-    return (dy[:, None] ** 2 + dx[None, :] ** 2).sqrt()
+        return dx[None, :].expand(h, w).long(), h
+    r = ((dy[:, None] / (h / 2)) ** 2 + (dx[None, :] / (w / 2)) ** 2).sqrt() * max(h, w) / 2
+    return r.round().long(), max(h, w)
 
 
-def band_gains(kz, y, mask, bands):
+def band_gains(kz, y, mask, lines):
     """The spectral guard (inferd's `mri::guard`): per-point gains [H, W] for the unmeasured k-space of
-    one slice, or None (no unmeasured point, or `bands` = 0). `kz` [C, H, W] is the k-space of the last
-    pass's image before its data consistency, `y` [C, H, W] the measured k-space. The unmeasured part of
-    k-space beyond the fully sampled centre (radius r0 = the smallest coordinate of an unmeasured point)
-    is cut into `bands` rings of equal width up to the largest coordinate; in each ring the gain is the
-    least-squares factor that best maps the network's prediction onto the measurements at that ring's
-    measured points, Re<kz, y> / ‖kz‖², clamped to [0, 1] (a ring without measured points takes the
-    gain of the ring inside it; the first, 1)."""
-    coord = band_coordinates(mask)
+    one slice, or None (no unmeasured point, or `lines` = 0). `kz` [C, H, W] is the k-space of the last
+    pass's image before its data consistency, `y` [C, H, W] the measured k-space. Only measured points
+    at or beyond the fully sampled centre (ring c0 = the smallest ring of an unmeasured point) count.
+    Each ring holding unmeasured points takes the least-squares factor Re<kz, y> / ‖kz‖² (clamped to
+    [0, 1]) over the nearest rings holding `lines` lines' worth of measured points: starting at the ring
+    itself, growing one ring at a time towards the nearer side (inner on a tie) within [c0, last ring];
+    1 where there is nothing to fit."""
     sampled = mask > 0
-    if bands == 0 or bool(sampled.all()):
+    if lines == 0 or bool(sampled.all()):
         return None
-    r0 = coord[~sampled].min()
-    r1 = coord.max()
-    width = (r1 - r0) / bands
-    index = ((coord - r0) / width).floor().clamp(0, bands - 1).long() if width > 0 else torch.zeros_like(coord).long()
+    ring, line = band_rings(mask)
+    last = int(ring.max())
+    c0 = int(ring[~sampled].min())
     kz, y = kz.to(torch.complex128), y.to(torch.complex128)
-    num = (kz.conj() * y).real.sum(dim=0)
-    den = (kz.abs() ** 2).sum(dim=0)
-    gains = torch.ones(bands, dtype=torch.float64)
-    g = 1.0
-    for b in range(bands):
-        at = sampled & (coord >= r0) & (index == b)
-        d = float(den[at].sum())
-        if bool(at.any()) and d > 0:
-            g = min(max(float(num[at].sum()) / d, 0.0), 1.0)
-        gains[b] = g
-    out = torch.where(sampled | (coord < r0), torch.ones_like(coord), gains[index])
-    return out.to(torch.float32)
+    outer = sampled & (ring >= c0)
+    num = torch.zeros(last + 1, dtype=torch.float64).index_add_(
+        0, ring[outer], (kz.conj() * y).real.sum(dim=0)[outer])
+    den = torch.zeros(last + 1, dtype=torch.float64).index_add_(
+        0, ring[outer], (kz.abs() ** 2).sum(dim=0)[outer])
+    count = torch.bincount(ring[outer], minlength=last + 1)
+    open_rings = set(ring[~sampled].unique().tolist())
+    need = lines * line
+    gains = torch.ones(last + 1, dtype=torch.float64)
+    for r in open_rings:
+        lo = hi = r
+        held = int(count[r])
+        while held < need and (lo > c0 or hi < last):
+            inner = r - (lo - 1) if lo > c0 else None
+            outer_d = hi + 1 - r if hi < last else None
+            if outer_d is None or (inner is not None and inner <= outer_d):
+                lo -= 1
+                held += int(count[lo])
+            else:
+                hi += 1
+                held += int(count[hi])
+        d = float(den[lo:hi + 1].sum())
+        if d > 0:
+            gains[r] = min(max(float(num[lo:hi + 1].sum()) / d, 0.0), 1.0)
+    return torch.where(sampled, torch.ones_like(gains[ring]), gains[ring]).to(torch.float32)
 
 
 class Unrolled(nn.Module):
@@ -179,16 +191,16 @@ class Unrolled(nn.Module):
 
     def serve(self, x0, op, final_hard=True):
         """What inferd serves: the magnitude after the last pass with both guards applied. Cartesian: the
-        spectral guard scales the unmeasured k-space ring by ring (`band_gains`, `guard_bands` rings,
-        0 = off). Then, where the last pass's image misfits the measurements by more than
+        spectral guard scales the unmeasured k-space line by line (`band_gains` over `guard_lines`
+        measured lines, 0 = off). Then, where the last pass's image misfits the measurements by more than
         `guard_misfit`, the output is blended towards the zero-filled image `|x0|` with weight
         guard_misfit / misfit."""
         x, last = self.forward(x0, op, final_hard, with_last=True)
-        bands = getattr(self, "guard_bands", DEFAULT_GUARD_BANDS)
+        lines = getattr(self, "guard_lines", DEFAULT_GUARD_LINES)
         if isinstance(op, CartesianOp):
             guarded = []
             for i in range(x.shape[0]):
-                g = band_gains(fft2c(last[i])[None], op.y[i][None], op.mask[i], bands)
+                g = band_gains(fft2c(last[i])[None], op.y[i][None], op.mask[i], lines)
                 if g is not None:
                     k = fft2c(x[i])
                     x_i = ifft2c(torch.where(op.mask[i] > 0, k, k * g))
@@ -209,8 +221,8 @@ class Unrolled(nn.Module):
         state["unrolled.cg_iterations"] = torch.tensor([float(self.cg_iterations)])
         if getattr(self, "guard_misfit", None) is not None:
             state["unrolled.guard_misfit"] = torch.tensor([float(self.guard_misfit)])
-        if getattr(self, "guard_bands", None) is not None:
-            state["unrolled.guard_bands"] = torch.tensor([float(self.guard_bands)])
+        if getattr(self, "guard_lines", None) is not None:
+            state["unrolled.guard_lines"] = torch.tensor([float(self.guard_lines)])
         if radial:
             state["sampling.radial"] = torch.ones(1)
         return state
@@ -222,5 +234,5 @@ class Unrolled(nn.Module):
         self.cg_iterations = int(state["unrolled.cg_iterations"].item())
         if "unrolled.guard_misfit" in state:
             self.guard_misfit = float(state["unrolled.guard_misfit"].item())
-        if "unrolled.guard_bands" in state:
-            self.guard_bands = int(state["unrolled.guard_bands"].item())
+        if "unrolled.guard_lines" in state:
+            self.guard_lines = int(state["unrolled.guard_lines"].item())

@@ -21,7 +21,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 import mr_data as md  # noqa: E402
 from reconresnet import randomise  # noqa: E402
-from unrolled import DEFAULT_GUARD_BANDS, CartesianOp, ToeplitzOp, Unrolled  # noqa: E402
+from unrolled import DEFAULT_GUARD_LINES, CartesianOp, ToeplitzOp, Unrolled  # noqa: E402
 
 out, sampling, n, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 radial = sampling == "radial"
@@ -38,10 +38,10 @@ else:
     with torch.no_grad():
         model.log_lambda.copy_(torch.tensor([0.3, 2.0, 0.7]).log())
     model.guard_misfit = 1e6
-    model.guard_bands = 0
+    model.guard_lines = 0
 if len(sys.argv) > 6:
     model.guard_misfit = float(sys.argv[6])
-    model.guard_bands = DEFAULT_GUARD_BANDS
+    model.guard_lines = DEFAULT_GUARD_LINES
 model.eval()
 
 rng = np.random.default_rng(seed)
