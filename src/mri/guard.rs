@@ -250,4 +250,45 @@ mod tests {
         assert!(band_gains(&[], &[], &vec![1.0; 4], 2, 2, 2).is_none());
         assert!(band_gains(&[], &[], &mask, ny, nx, 0).is_none());
     }
+
+    #[test]
+    fn two_dimensional_masks_use_rings_by_radius() {
+        // 64 × 128: rings are the elliptic radius in samples of the longer side (64 per half-width)
+        let (ny, nx) = (64, 128);
+        let radius = |i: usize| {
+            let (dy, dx) = ((i / nx) as f64 - 32.0, (i % nx) as f64 - 64.0);
+            ((dy / 32.0).powi(2) + (dx / 64.0).powi(2)).sqrt() * 64.0
+        };
+        // a disc of radius 6 and every fifth point beyond it
+        let mask: Vec<f32> = (0..ny * nx)
+            .map(|i| f32::from(radius(i) <= 6.0 || i % 5 == 0))
+            .collect();
+        let (ring, line) = rings(&mask, ny, nx);
+        assert_eq!(line, 128);
+        assert_eq!(ring[32 * nx + 69], 5); // 5 columns right of the centre
+        assert_eq!(ring[48 * nx + 64], 32); // 16 rows below it: half the half-height
+                                            // The prediction matches the measurements inside radius 32 and invents energy beyond it, where
+                                            // the measured points are zero: with one line's worth (128 measured points) the unmeasured
+                                            // points keep everything up to ring 28, lose it from ring 36 on, and lose part of it between
+                                            // (the reference implementation gives 0.875 at ring 29 falling to 0.104 at ring 35).
+        let k = vec![Complex32::new(0.5, -1.0); ny * nx];
+        let y: Vec<Complex32> = (0..ny * nx)
+            .map(|i| {
+                if mask[i] > 0.0 && radius(i) < 32.0 {
+                    k[i]
+                } else {
+                    Complex32::default()
+                }
+            })
+            .collect();
+        let gains = band_gains(&k, &y, &mask, ny, nx, 1).unwrap();
+        for i in (0..ny * nx).filter(|&i| mask[i] <= 0.0) {
+            let (r, g) = (ring[i], gains[i]);
+            match r {
+                0..=28 => assert_eq!(g, 1.0, "ring {r}"),
+                29..=35 => assert!(g > 0.1 && g < 0.9, "ring {r}: {g}"),
+                _ => assert_eq!(g, 0.0, "ring {r}"),
+            }
+        }
+    }
 }
