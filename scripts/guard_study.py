@@ -105,7 +105,7 @@ def line_stats(pred, ref, mask):
     return (pred.conj() * ref).real.sum(axis=1), (np.abs(pred) ** 2).sum(axis=1)
 
 
-def groups_gains(groups, num, den, mask, fallback_inner=True):
+def groups_gains(groups, num, den, mask):
     """Gains per line from groups of line indices (each group's unmeasured lines take the fit over its
     measured lines; a group without measured lines takes the previous group's gain)."""
     g_line = np.ones(mask.shape[0])

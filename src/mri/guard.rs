@@ -109,21 +109,13 @@ pub fn band_gains(
             }
             let (mut lo, mut hi, mut held) = (r, r, count[r]);
             while held < need && (lo > centre || hi < last) {
-                let inner = (lo > centre).then(|| r - (lo - 1));
-                let outer = (hi < last).then(|| hi + 1 - r);
-                match (inner, outer) {
-                    (Some(a), Some(b)) if a > b => {
-                        hi += 1;
-                        held += count[hi];
-                    }
-                    (Some(_), _) => {
-                        lo -= 1;
-                        held += count[lo];
-                    }
-                    (None, _) => {
-                        hi += 1;
-                        held += count[hi];
-                    }
+                // the nearer side next, the inner one on a tie
+                if lo > centre && (hi == last || r + 1 - lo <= hi + 1 - r) {
+                    lo -= 1;
+                    held += count[lo];
+                } else {
+                    hi += 1;
+                    held += count[hi];
                 }
             }
             let d: f64 = den[lo..=hi].iter().sum();
